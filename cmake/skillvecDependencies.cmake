@@ -1,0 +1,55 @@
+# The one place where skillvec's dependency versions are pinned and checked.
+#
+# Pinned: the versions skillvec is built and tested with (Debian 12 packages).
+# Accepted: the same major (or 0.minor) series at or above the pin. The upper bounds are real API
+# breaks: xsimd 9 renamed hadd to reduce_add and reworked batch_bool, xtensor 0.25 needs xsimd >= 11,
+# Catch2 3 is a different library. This file is installed with the package and used by
+# skillvecConfig.cmake, so consumers are checked the same way.
+
+set(SKILLVEC_XSIMD_PIN     8.1.0)   # libxsimd-dev
+set(SKILLVEC_XSIMD_BELOW   9)
+set(SKILLVEC_XTENSOR_PIN   0.24.3)  # libxtensor-dev
+set(SKILLVEC_XTENSOR_BELOW 0.25)
+set(SKILLVEC_CATCH2_PIN    2.13.10) # catch2 (tests only)
+set(SKILLVEC_CATCH2_BELOW  3)
+set(SKILLVEC_BENCHMARK_PIN 1.7.1)   # libbenchmark-dev (benchmarks only)
+set(SKILLVEC_BENCHMARK_BELOW 2)
+
+# _skillvec_check_version(<package> <found-version> <pin> <below>)
+function(_skillvec_check_version pkg found pin below)
+  if(found VERSION_LESS pin OR NOT found VERSION_LESS below)
+    message(FATAL_ERROR
+      "skillvec: ${pkg} ${found} is outside the supported range [${pin}, ${below}). "
+      "On Debian 12: apt-get install -y libxtensor-dev libxsimd-dev catch2 libbenchmark-dev")
+  endif()
+endfunction()
+
+# The library's own dependencies (what a consumer needs): xsimd, xtensor, threads.
+# In a package config (SKILLVEC_FROM_PACKAGE set) missing packages make the config fail the
+# CMake way (find_dependency); in the build they are hard errors with an install hint.
+macro(skillvec_find_dependencies)
+  if(SKILLVEC_FROM_PACKAGE)
+    include(CMakeFindDependencyMacro)
+    find_dependency(xsimd ${SKILLVEC_XSIMD_PIN})
+    find_dependency(xtensor ${SKILLVEC_XTENSOR_PIN})
+    find_dependency(Threads)
+  else()
+    find_package(xsimd ${SKILLVEC_XSIMD_PIN} REQUIRED)
+    find_package(xtensor ${SKILLVEC_XTENSOR_PIN} REQUIRED)
+    find_package(Threads REQUIRED)
+  endif()
+  _skillvec_check_version(xsimd "${xsimd_VERSION}" ${SKILLVEC_XSIMD_PIN} ${SKILLVEC_XSIMD_BELOW})
+  _skillvec_check_version(xtensor "${xtensor_VERSION}" ${SKILLVEC_XTENSOR_PIN} ${SKILLVEC_XTENSOR_BELOW})
+endmacro()
+
+# Test-only dependency.
+macro(skillvec_find_test_dependencies)
+  find_package(Catch2 ${SKILLVEC_CATCH2_PIN} REQUIRED)
+  _skillvec_check_version(Catch2 "${Catch2_VERSION}" ${SKILLVEC_CATCH2_PIN} ${SKILLVEC_CATCH2_BELOW})
+endmacro()
+
+# Benchmark-only dependency.
+macro(skillvec_find_benchmark_dependencies)
+  find_package(benchmark ${SKILLVEC_BENCHMARK_PIN} REQUIRED)
+  _skillvec_check_version(benchmark "${benchmark_VERSION}" ${SKILLVEC_BENCHMARK_PIN} ${SKILLVEC_BENCHMARK_BELOW})
+endmacro()

@@ -1,0 +1,213 @@
+#pragma once
+/// \file
+/// `evaluate`: the only place where work happens.
+///
+///   evaluate(point_or_vector_expr, sink [, backend] [, options]) -> evaluation_report
+///   evaluate(reduction [, backend] [, options])                 -> reduction_result<stats>
+///   materialize(expr [, backend] [, options])                    -> memory_store
+///
+/// Steps: bind (check every store against the reference, report every problem at once), hand the
+/// sink the whole plan, then stream tensor by tensor: one fused pass over the leaves per tensor,
+/// the result written once into the sink's buffer, consumed input tensors released.
+
+#include <skillvec/analysis/layers.hpp>
+#include <skillvec/backend/cpu/kernels.hpp>
+#include <skillvec/core/memory_store.hpp>
+#include <skillvec/core/sink.hpp>
+#include <skillvec/expr/bind.hpp>
+#include <skillvec/expr/reduce.hpp>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace skillvec {
+
+/// What an evaluation did.
+struct evaluation_report {
+    std::vector<std::string> computed;       ///< float tensors evaluated by the expression
+    std::vector<std::string> passed_through; ///< non-float tensors copied unchanged from the point operand
+    std::vector<std::string> skipped;        ///< non-float tensors left out of a vector result
+    std::uint64_t elements = 0;              ///< elements computed
+    std::uint64_t bytes_read = 0;            ///< input bytes of computed and passed-through tensors
+    std::uint64_t bytes_written = 0;         ///< bytes handed to the sink
+    double seconds = 0;
+};
+
+/// Per-tensor, per-layer and global results of a reduction.
+template <class Stats> struct reduction_result {
+    struct tensor_entry {
+        std::string name;
+        int layer; ///< from the name (layer_of), or no_layer
+        Stats stats;
+    };
+    struct layer_entry {
+        int layer; ///< no_layer groups embeddings, final norms and heads
+        std::size_t tensors = 0;
+        Stats stats;
+    };
+    std::vector<tensor_entry> tensors;  ///< in the reference store's order
+    std::vector<layer_entry> layers;    ///< ascending layer index, no_layer last
+    Stats global;
+    std::vector<std::string> skipped;   ///< non-float tensors, not reduced
+
+    [[nodiscard]] double value() const { return global.value(); }
+
+    [[nodiscard]] const tensor_entry& tensor(std::string_view name) const {
+        for (const auto& t : tensors)
+            if (t.name == name) return t;
+        throw error("reduction_result: no tensor '" + std::string(name) + "'");
+    }
+    [[nodiscard]] const layer_entry& layer(int index) const {
+        for (const auto& l : layers)
+            if (l.layer == index) return l;
+        throw error("reduction_result: no layer " + std::to_string(index));
+    }
+};
+
+namespace detail {
+
+inline bool overlaps(std::span<const std::byte> a, std::span<const std::byte> b) noexcept {
+    if (a.empty() || b.empty()) return false;
+    const auto a0 = reinterpret_cast<std::uintptr_t>(a.data()), b0 = reinterpret_cast<std::uintptr_t>(b.data());
+    return a0 < b0 + b.size() && b0 < a0 + a.size();
+}
+
+template <class K> void sink_begin(K& sink, const plan& p) {
+    if constexpr (requires(std::span<const tensor_info> s) { sink.begin(s); }) {
+        std::vector<tensor_info> infos;
+        for (const auto& e : p.entries)
+            if (e.action != tensor_action::skip) infos.push_back(e.out);
+        sink.begin(std::span<const tensor_info>(infos));
+    }
+}
+
+template <class K> void sink_finish(K& sink) {
+    if constexpr (requires { sink.finish(); }) sink.finish();
+}
+
+template <std::size_t L> struct gathered {
+    std::array<dtype, L> types;
+    std::array<const std::byte*, L> data;
+};
+
+template <std::size_t L> gathered<L> gather(const plan_entry& e) {
+    gathered<L> g;
+    for (std::size_t k = 0; k < L; ++k) {
+        g.types[k] = e.inputs[k].type;
+        g.data[k] = e.inputs[k].bytes.data();
+    }
+    return g;
+}
+
+} // namespace detail
+
+/// Evaluates a point or vector expression into a sink, tensor by tensor, in one fused pass per
+/// tensor. Throws `binding_error` (before touching any data) if the stores disagree.
+template <tensor_expression E, class K>
+    requires weight_sink<std::remove_cvref_t<K>>
+evaluation_report evaluate(const E& expr, K&& sink, const cpu_backend& be, const eval_options& opt = {}) {
+    const auto t0 = std::chrono::steady_clock::now();
+    detail::plan p = detail::make_plan(detail::collect_leaves(expr), point_expression<E>, opt);
+    evaluation_report rep;
+    detail::sink_begin(sink, p);
+    for (const auto& e : p.entries) {
+        if (e.action == tensor_action::skip) {
+            rep.skipped.push_back(e.out.name);
+            continue;
+        }
+        const std::uint64_t need = e.out.nbytes();
+        std::span<std::byte> out = sink.acquire(e.out);
+        if (out.size() != need)
+            throw error("sink gave " + std::to_string(out.size()) + " bytes for tensor '" + e.out.name + "', which needs " +
+                        std::to_string(need));
+        if (e.action == tensor_action::pass_through) {
+            const auto src = e.inputs[0].bytes;
+            if (need && out.data() != src.data()) std::memmove(out.data(), src.data(), need);
+            rep.passed_through.push_back(e.out.name);
+            rep.bytes_read += src.size();
+        } else {
+            for (std::size_t k = 0; k < p.leaves.size(); ++k) {
+                const auto in = e.inputs[k].bytes;
+                // In place is fine element by element; a shifted overlap would read clobbered data.
+                if (detail::overlaps(in, out) && (in.data() != out.data() || e.inputs[k].type != e.out.type))
+                    throw error("tensor '" + e.out.name + "': the output buffer overlaps operand " +
+                                detail::operand_name(p.leaves, k) + " without coinciding with it");
+                rep.bytes_read += in.size();
+            }
+            const auto g = detail::gather<E::arity>(e);
+            const std::uint64_t n = e.out.numel();
+            backend::cpu::map_tensor(expr, g.types.data(), g.data.data(), e.out.type, out.data(), n, be);
+            rep.computed.push_back(e.out.name);
+            rep.elements += n;
+        }
+        rep.bytes_written += need;
+        sink.commit(e.out);
+        for (const auto& leaf : p.leaves) leaf.release(e.out.name);
+    }
+    detail::sink_finish(sink);
+    rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return rep;
+}
+
+template <tensor_expression E, class K>
+    requires weight_sink<std::remove_cvref_t<K>>
+evaluation_report evaluate(const E& expr, K&& sink, const eval_options& opt = {}) {
+    return evaluate(expr, std::forward<K>(sink), cpu, opt);
+}
+
+/// Evaluates a point or vector expression into a new memory_store.
+template <tensor_expression E>
+[[nodiscard]] memory_store materialize(const E& expr, const cpu_backend& be = cpu, const eval_options& opt = {}) {
+    memory_store out;
+    evaluate(expr, out, be, opt);
+    return out;
+}
+
+template <tensor_expression E>
+[[nodiscard]] memory_store materialize(const E& expr, const eval_options& opt) {
+    return materialize(expr, cpu, opt);
+}
+
+/// Evaluates a reduction in one fused pass over all its leaves.
+template <reduction_expression R>
+[[nodiscard]] reduction_result<typename R::stats_type> evaluate(const R& red, const cpu_backend& be = cpu,
+                                                                 const eval_options& opt = {}) {
+    using stats = typename R::stats_type;
+    detail::plan p = detail::make_plan(detail::collect_leaves(red), false, opt);
+    reduction_result<stats> res;
+    std::map<int, typename reduction_result<stats>::layer_entry> layers;
+    for (const auto& e : p.entries) {
+        if (e.action == tensor_action::skip) {
+            res.skipped.push_back(e.out.name);
+            continue;
+        }
+        std::array<double, R::accumulators> acc{};
+        const auto g = detail::gather<R::arity>(e);
+        const std::uint64_t n = e.out.numel();
+        backend::cpu::reduce_tensor(red, g.types.data(), g.data.data(), n, acc.data(), be);
+        const stats s = red.finish(acc.data(), n);
+        const int layer = layer_of(e.out.name);
+        res.tensors.push_back({e.out.name, layer, s});
+        auto& le = layers.try_emplace(layer, typename reduction_result<stats>::layer_entry{layer, 0, {}}).first->second;
+        le.stats += s;
+        ++le.tensors;
+        res.global += s;
+        for (const auto& leaf : p.leaves) leaf.release(e.out.name);
+    }
+    for (auto& [idx, le] : layers)
+        if (idx != no_layer) res.layers.push_back(le);
+    if (auto it = layers.find(no_layer); it != layers.end()) res.layers.push_back(it->second);
+    return res;
+}
+
+template <reduction_expression R>
+[[nodiscard]] reduction_result<typename R::stats_type> evaluate(const R& red, const eval_options& opt) {
+    return evaluate(red, cpu, opt);
+}
+
+} // namespace skillvec

@@ -1,0 +1,248 @@
+#pragma once
+/// \file
+/// Expression nodes. They hold structure and scalars, never tensor data: building an expression
+/// computes nothing. Evaluation flattens the leaves (the stores) into an array, loads one element
+/// (or one SIMD batch) of each, and calls `eval<0>(x)` on the root, so the whole tree is one
+/// fused per-element function.
+///
+/// Node interface:
+///   using space;                         point_space or vector_space
+///   static constexpr std::size_t arity;  number of leaves below
+///   template <std::size_t I, class T, std::size_t N> T eval(const std::array<T, N>& x) const;
+///       value of this node given the loaded leaf values; this node's leaves are x[I .. I+arity)
+///   template <class F> void for_each_leaf(F&& f) const;   visits the leaves left to right
+
+#include <skillvec/core/config.hpp>
+#include <skillvec/core/store.hpp>
+#include <skillvec/expr/space.hpp>
+
+#include <array>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+namespace skillvec {
+
+// ---------------------------------------------------------------------------------------------
+// Leaves
+// ---------------------------------------------------------------------------------------------
+
+/// A store used as a point (`weights(s)`) or as a vector (`delta(s)`).
+///
+/// Lifetime: a leaf built from an lvalue store refers to it (no copy); the store must outlive
+/// every evaluation of the expression. A leaf built from an rvalue store owns it (moved into a
+/// shared_ptr), so expressions stay cheap to copy and never dangle on a temporary.
+template <weight_store S, class Space> class store_leaf : public expression_base {
+public:
+    using space = Space;
+    using store_type = S;
+    static constexpr std::size_t arity = 1;
+
+    store_leaf(std::shared_ptr<const S> store, std::string label) : store_(std::move(store)), label_(std::move(label)) {}
+
+    template <std::size_t I, class T, std::size_t N> SKILLVEC_HD T eval(const std::array<T, N>& x) const {
+        return x[I];
+    }
+    template <class F> void for_each_leaf(F&& f) const { f(*this); }
+
+    [[nodiscard]] const S& store() const noexcept { return *store_; }
+    /// The label given to `weights`/`delta`, else the store's own label, else empty.
+    [[nodiscard]] std::string label() const { return label_.empty() ? label_of(*store_, "") : label_; }
+
+private:
+    std::shared_ptr<const S> store_;
+    std::string label_;
+};
+
+namespace detail {
+template <class S> std::shared_ptr<const std::remove_cvref_t<S>> hold(S&& s) {
+    using T = std::remove_cvref_t<S>;
+    if constexpr (std::is_lvalue_reference_v<S>) {
+        // Aliasing constructor with an empty owner: a non-owning pointer in owning clothes.
+        return std::shared_ptr<const T>(std::shared_ptr<const T>{}, &s);
+    } else {
+        return std::make_shared<const T>(std::move(s));
+    }
+}
+} // namespace detail
+
+/// The weights held in a store, as a point. `label` names it in error messages ("rl", "sft").
+template <class S>
+    requires weight_store<std::remove_cvref_t<S>>
+[[nodiscard]] auto weights(S&& store, std::string label = {}) {
+    return store_leaf<std::remove_cvref_t<S>, point_space>(detail::hold(std::forward<S>(store)), std::move(label));
+}
+
+/// A store that holds a vector (for example a saved skill vector), as a vector.
+template <class S>
+    requires weight_store<std::remove_cvref_t<S>>
+[[nodiscard]] auto delta(S&& store, std::string label = {}) {
+    return store_leaf<std::remove_cvref_t<S>, vector_space>(detail::hold(std::forward<S>(store)), std::move(label));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inner nodes
+// ---------------------------------------------------------------------------------------------
+
+/// s * v (vector).
+template <vector_expression V> class scaled : public expression_base {
+public:
+    using space = vector_space;
+    static constexpr std::size_t arity = V::arity;
+
+    scaled(float factor, V inner) : factor_(factor), inner_(std::move(inner)) {}
+
+    template <std::size_t I, class T, std::size_t N> SKILLVEC_HD T eval(const std::array<T, N>& x) const {
+        return lane_ops<T>::broadcast(factor_) * inner_.template eval<I>(x);
+    }
+    template <class F> void for_each_leaf(F&& f) const { inner_.for_each_leaf(f); }
+
+    [[nodiscard]] SKILLVEC_HD float factor() const noexcept { return factor_; }
+    [[nodiscard]] SKILLVEC_HD const V& inner() const noexcept { return inner_; }
+
+private:
+    float factor_;
+    V inner_;
+};
+
+/// -v (vector).
+template <vector_expression V> class negated : public expression_base {
+public:
+    using space = vector_space;
+    static constexpr std::size_t arity = V::arity;
+
+    explicit negated(V inner) : inner_(std::move(inner)) {}
+
+    template <std::size_t I, class T, std::size_t N> SKILLVEC_HD T eval(const std::array<T, N>& x) const {
+        return -inner_.template eval<I>(x);
+    }
+    template <class F> void for_each_leaf(F&& f) const { inner_.for_each_leaf(f); }
+    [[nodiscard]] SKILLVEC_HD const V& inner() const noexcept { return inner_; }
+
+private:
+    V inner_;
+};
+
+namespace detail {
+template <class E> struct is_scaled : std::false_type {};
+template <class V> struct is_scaled<scaled<V>> : std::true_type {};
+template <class V> struct is_scaled<negated<scaled<V>>> : std::true_type {};
+
+/// Factor and inner expression of s*v or -(s*v) (the sign moves into the factor, exactly).
+template <class V> SKILLVEC_HD float scale_factor(const scaled<V>& s) { return s.factor(); }
+template <class V> SKILLVEC_HD float scale_factor(const negated<scaled<V>>& s) { return -s.inner().factor(); }
+template <class V> SKILLVEC_HD const V& scale_inner(const scaled<V>& s) { return s.inner(); }
+template <class V> SKILLVEC_HD const V& scale_inner(const negated<scaled<V>>& s) { return s.inner().inner(); }
+
+/// a + b for two nodes whose leaves start at I and I + A::arity. A scaled operand is folded into
+/// a fused multiply-add: `t + l*v` rounds once, the same way on every backend, instead of leaving
+/// the choice to the compiler's contraction settings.
+template <std::size_t I, class A, class B, class T, std::size_t N>
+SKILLVEC_HD T eval_sum(const A& a, const B& b, const std::array<T, N>& x) {
+    constexpr std::size_t J = I + A::arity;
+    if constexpr (is_scaled<B>::value) {
+        return lane_ops<T>::fma(lane_ops<T>::broadcast(scale_factor(b)), scale_inner(b).template eval<J>(x),
+                                a.template eval<I>(x));
+    } else if constexpr (is_scaled<A>::value) {
+        return lane_ops<T>::fma(lane_ops<T>::broadcast(scale_factor(a)), scale_inner(a).template eval<I>(x),
+                                b.template eval<J>(x));
+    } else {
+        return a.template eval<I>(x) + b.template eval<J>(x);
+    }
+}
+} // namespace detail
+
+/// p - q: the vector from q to p (extract).
+template <point_expression P, point_expression Q> class difference : public expression_base {
+public:
+    using space = vector_space;
+    static constexpr std::size_t arity = P::arity + Q::arity;
+
+    difference(P p, Q q) : p_(std::move(p)), q_(std::move(q)) {}
+
+    template <std::size_t I, class T, std::size_t N> SKILLVEC_HD T eval(const std::array<T, N>& x) const {
+        return p_.template eval<I>(x) - q_.template eval<I + P::arity>(x);
+    }
+    template <class F> void for_each_leaf(F&& f) const {
+        p_.for_each_leaf(f);
+        q_.for_each_leaf(f);
+    }
+
+private:
+    P p_;
+    Q q_;
+};
+
+/// p + v: the point v away from p (inject). p is the *point operand*: non-float tensors pass
+/// through from it, and it fixes the output dtype when none is requested.
+template <point_expression P, vector_expression V> class translation : public expression_base {
+public:
+    using space = point_space;
+    static constexpr std::size_t arity = P::arity + V::arity;
+
+    translation(P p, V v) : p_(std::move(p)), v_(std::move(v)) {}
+
+    template <std::size_t I, class T, std::size_t N> SKILLVEC_HD T eval(const std::array<T, N>& x) const {
+        return detail::eval_sum<I>(p_, v_, x);
+    }
+    template <class F> void for_each_leaf(F&& f) const {
+        p_.for_each_leaf(f);
+        v_.for_each_leaf(f);
+    }
+
+private:
+    P p_;
+    V v_;
+};
+
+/// v + w (vector).
+template <vector_expression V, vector_expression W> class vector_sum : public expression_base {
+public:
+    using space = vector_space;
+    static constexpr std::size_t arity = V::arity + W::arity;
+
+    vector_sum(V v, W w) : v_(std::move(v)), w_(std::move(w)) {}
+
+    template <std::size_t I, class T, std::size_t N> SKILLVEC_HD T eval(const std::array<T, N>& x) const {
+        return detail::eval_sum<I>(v_, w_, x);
+    }
+    template <class F> void for_each_leaf(F&& f) const {
+        v_.for_each_leaf(f);
+        w_.for_each_leaf(f);
+    }
+
+private:
+    V v_;
+    W w_;
+};
+
+/// (1 - t) * a + t * b, for two points (a point) or two vectors (a vector). Computed as
+/// fma(t, b, (1 - t) * a), which is exact at t = 0 and t = 1.
+template <expression A, expression B>
+    requires std::same_as<typename A::space, typename B::space> && tensor_expression<A>
+class interpolation : public expression_base {
+public:
+    using space = typename A::space;
+    static constexpr std::size_t arity = A::arity + B::arity;
+
+    interpolation(A a, B b, float t) : a_(std::move(a)), b_(std::move(b)), t_(t) {}
+
+    template <std::size_t I, class T, std::size_t N> SKILLVEC_HD T eval(const std::array<T, N>& x) const {
+        using ops = lane_ops<T>;
+        return ops::fma(ops::broadcast(t_), b_.template eval<I + A::arity>(x),
+                        ops::broadcast(1.0f - t_) * a_.template eval<I>(x));
+    }
+    template <class F> void for_each_leaf(F&& f) const {
+        a_.for_each_leaf(f);
+        b_.for_each_leaf(f);
+    }
+    [[nodiscard]] float t() const noexcept { return t_; }
+
+private:
+    A a_;
+    B b_;
+    float t_;
+};
+
+} // namespace skillvec

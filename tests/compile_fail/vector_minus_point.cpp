@@ -1,0 +1,5 @@
+// expect: vector_minus_point_is_undefined
+#include <skillvec/skillvec.hpp>
+void f(const skillvec::memory_store& a, const skillvec::memory_store& b) {
+    (void)((skillvec::weights(a) - skillvec::weights(b)) - skillvec::weights(a));
+}

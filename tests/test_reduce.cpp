@@ -1,0 +1,187 @@
+// Reductions against compensated double references: dot, norm, cosine and sparsity per tensor,
+// per layer and globally; accuracy on 10^8 elements; determinism across thread counts.
+#include "helpers.hpp"
+
+#include <skillvec/skillvec.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <limits>
+#include <map>
+
+using namespace skillvec;
+using test::tensor_spec;
+
+namespace {
+std::vector<tensor_spec> layered(dtype t) {
+    return {{"model.embed_tokens.weight", t, {50, 8}},
+            {"model.layers.0.self_attn.q_proj.weight", t, {8, 8}},
+            {"model.layers.0.mlp.up_proj.weight", t, {8, 33}},
+            {"model.layers.1.self_attn.q_proj.weight", t, {8, 8}},
+            {"model.layers.1.mlp.up_proj.weight", t, {8, 33}},
+            {"model.layers.10.mlp.up_proj.weight", t, {40003}},
+            {"lm_head.weight", t, {50, 8}}};
+}
+
+struct ref_stats {
+    test::exact_sum dot, aa, bb;
+    std::uint64_t small_a = 0, n = 0;
+};
+
+double rel(double got, double want) { return std::fabs(got - want) / std::max(std::fabs(want), 1e-300); }
+} // namespace
+
+TEST_CASE("cosine, dot, norm and sparsity match a double reference per tensor, layer and globally", "[reduce]") {
+    for (dtype dt : {dtype::f32, dtype::bf16, dtype::f16, dtype::f64}) {
+        const auto base = test::random_store("base", layered(dt), 1, 0.02f);
+        const auto sft = test::perturbed(base, "sft", 2, 0.01f);
+        const auto rl = test::perturbed(sft, "rl", 3, 0.002f);
+        const auto A = weights(sft) - weights(base);
+        const auto B = weights(rl) - weights(sft);
+
+        std::map<int, ref_stats> layers;
+        ref_stats global;
+        std::map<std::string, ref_stats> per;
+        for (const auto& name : base.tensor_names()) {
+            const auto vb = test::values(base, name), vs = test::values(sft, name), vr = test::values(rl, name);
+            auto& r = per[name];
+            for (std::size_t i = 0; i < vb.size(); ++i) {
+                // Each side is computed in f32 by the library; the reference does the same rounding of the difference.
+                const double a = static_cast<float>(static_cast<float>(vs[i]) - static_cast<float>(vb[i]));
+                const double b = static_cast<float>(static_cast<float>(vr[i]) - static_cast<float>(vs[i]));
+                for (ref_stats* s : {&r, &layers[layer_of(name)], &global}) {
+                    s->dot.add(a * b);
+                    s->aa.add(a * a);
+                    s->bb.add(b * b);
+                    s->small_a += std::fabs(static_cast<float>(a)) <= 1e-3f;
+                    ++s->n;
+                }
+            }
+        }
+        const auto cos = evaluate(cosine(A, B));
+        const auto dt_ = evaluate(dot(A, B));
+        const auto nr = evaluate(norm(A));
+        const auto sp = evaluate(sparsity(A, 1e-3f));
+        INFO("dtype " << name_of(dt));
+        REQUIRE(cos.tensors.size() == base.size());
+        for (const auto& te : cos.tensors) {
+            const auto& r = per[te.name];
+            INFO(te.name);
+            CHECK(te.layer == layer_of(te.name));
+            CHECK(rel(te.stats.dot, r.dot.value()) < 1e-6);
+            CHECK(rel(te.stats.norm_a(), std::sqrt(r.aa.value())) < 1e-6);
+            CHECK(rel(te.stats.norm_b(), std::sqrt(r.bb.value())) < 1e-6);
+            CHECK(rel(te.stats.cosine(), r.dot.value() / std::sqrt(r.aa.value() * r.bb.value())) < 1e-6);
+            CHECK(te.stats.numel == r.n);
+            CHECK(rel(dt_.tensor(te.name).stats.value(), r.dot.value()) < 1e-6);
+            CHECK(rel(nr.tensor(te.name).stats.value(), std::sqrt(r.aa.value())) < 1e-6);
+            CHECK(sp.tensor(te.name).stats.small == r.small_a);
+        }
+        // Layers: 0, 1, 10 ascending, then the no-layer group (embeddings and head).
+        REQUIRE(cos.layers.size() == 4);
+        CHECK(cos.layers[0].layer == 0);
+        CHECK(cos.layers[1].layer == 1);
+        CHECK(cos.layers[2].layer == 10);
+        CHECK(cos.layers[3].layer == no_layer);
+        CHECK(cos.layers[3].tensors == 2);
+        for (const auto& le : cos.layers) {
+            const auto& r = layers[le.layer];
+            CHECK(rel(le.stats.cosine(), r.dot.value() / std::sqrt(r.aa.value() * r.bb.value())) < 1e-6);
+            CHECK(le.stats.numel == r.n);
+            CHECK(rel(sp.layer(le.layer).stats.value(), static_cast<double>(r.small_a) / static_cast<double>(r.n)) < 1e-12);
+        }
+        CHECK(rel(cos.value(), global.dot.value() / std::sqrt(global.aa.value() * global.bb.value())) < 1e-6);
+        CHECK(rel(nr.value(), std::sqrt(global.aa.value())) < 1e-6);
+    }
+}
+
+TEST_CASE("hand-computed values", "[reduce]") {
+    memory_store z, a, b;
+    z.add("w", dtype::f32, {4});
+    a.add("w", {4}, std::vector<float>{1, 2, 0, -2});
+    b.add("w", {4}, std::vector<float>{2, -1, 0, 0});
+    const auto va = weights(a) - weights(z), vb = weights(b) - weights(z);
+    CHECK(evaluate(dot(va, vb)).value() == 0.0);                     // 2 - 2 + 0 + 0
+    CHECK(evaluate(norm(va)).value() == 3.0);                        // sqrt(1 + 4 + 0 + 4)
+    CHECK(evaluate(cosine(va, va)).value() == Approx(1.0).epsilon(1e-15));
+    CHECK(evaluate(cosine(va, -va)).value() == Approx(-1.0).epsilon(1e-15));
+    CHECK(evaluate(sparsity(va)).value() == 0.25);                   // one exact zero
+    CHECK(evaluate(sparsity(va, 1.0f)).value() == 0.5);              // |x| <= 1: 1 and 0
+    CHECK(evaluate(dot(va, 2.0f * vb + va)).value() == 9.0);         // 2*0 + 9
+}
+
+TEST_CASE("undefined and non-finite cases: zero vectors, empty tensors, NaN, skipped ints", "[reduce][edge]") {
+    memory_store z, a;
+    z.add("w", dtype::f32, {3});
+    z.add("empty", dtype::f32, {0});
+    z.add("ids", dtype::i64, {2});
+    z.add("s", dtype::f32, {});
+    a.add("w", {3}, std::vector<float>{1, std::numeric_limits<float>::quiet_NaN(), 0});
+    a.add("empty", dtype::f32, {0});
+    a.add("ids", dtype::i64, {2});
+    a.add("s", {}, std::vector<float>{2.0f});
+    const auto v = weights(a) - weights(z), zero = weights(z) - weights(z);
+    const auto c = evaluate(cosine(zero, v));
+    CHECK(std::isnan(c.tensor("empty").stats.cosine())); // 0/0: undefined, not "orthogonal"
+    CHECK(std::isnan(c.tensor("s").stats.cosine()));
+    CHECK(c.skipped == std::vector<std::string>{"ids"});
+    CHECK(std::isnan(evaluate(norm(v)).tensor("w").stats.value())); // NaN propagates
+    CHECK(evaluate(norm(v)).tensor("s").stats.value() == 2.0);      // rank 0 is one element
+    const auto sp = evaluate(sparsity(v));
+    CHECK(sp.tensor("w").stats.small == 1); // NaN is not small, 0 is
+    CHECK(std::isnan(sp.tensor("empty").stats.value()));
+    CHECK(sp.tensor("empty").stats.numel == 0);
+}
+
+TEST_CASE("reductions are bit-identical across thread counts, and SIMD agrees with the scalar fallback", "[reduce][determinism]") {
+    const std::vector<tensor_spec> sp = {{"a", dtype::f32, {1000003}}, {"b", dtype::bf16, {333333}}, {"c", dtype::f16, {70001}}};
+    const auto x = test::random_store("x", sp, 1), y = test::random_store("y", sp, 2), z = test::random_store("z", sp, 3);
+    const auto r = cosine(weights(x) - weights(z), weights(y) - weights(z));
+    const auto one = evaluate(r, cpu_backend{.threads = 1});
+    for (unsigned th : {2u, 3u, 8u, 0u}) {
+        const auto many = evaluate(r, cpu_backend{.threads = th});
+        for (std::size_t i = 0; i < one.tensors.size(); ++i) {
+            REQUIRE(many.tensors[i].stats.dot == one.tensors[i].stats.dot);
+            REQUIRE(many.tensors[i].stats.sum_sq_a == one.tensors[i].stats.sum_sq_a);
+            REQUIRE(many.tensors[i].stats.sum_sq_b == one.tensors[i].stats.sum_sq_b);
+        }
+    }
+    const auto scalar = evaluate(r, cpu_backend{.simd = false});
+    for (std::size_t i = 0; i < one.tensors.size(); ++i) {
+        CHECK(rel(one.tensors[i].stats.dot, scalar.tensors[i].stats.dot) < 1e-7);
+        CHECK(rel(one.tensors[i].stats.sum_sq_a, scalar.tensors[i].stats.sum_sq_a) < 1e-7);
+        CHECK(rel(one.tensors[i].stats.cosine(), scalar.tensors[i].stats.cosine()) < 1e-7);
+    }
+}
+
+TEST_CASE("cosine of 10^8 elements is within 1e-6 of an exact double reference", "[reduce][large]") {
+    // 100M f32 elements per operand (400 MB each). Correlated deltas (cos ~ 0.3), nearly orthogonal
+    // ones (cos ~ 1e-3, the PaST regime where cancellation is worst) are both checked.
+    constexpr std::uint64_t n = 100'000'000;
+    memory_store a, b;
+    auto va = a.add("model.layers.0.w", dtype::f32, {n}).as<float>();
+    auto vb = b.add("model.layers.0.w", dtype::f32, {n}).as<float>();
+    memory_store z;
+    z.add("model.layers.0.w", dtype::f32, {n});
+    std::mt19937 rng(2024);
+    std::normal_distribution<float> nd(0.0f, 0.01f);
+    for (double mix : {0.3, 1e-3}) {
+        for (std::uint64_t i = 0; i < n; ++i) {
+            const float u = nd(rng), w = nd(rng);
+            va[i] = u;
+            vb[i] = static_cast<float>(mix * u + std::sqrt(1 - mix * mix) * w);
+        }
+        test::exact_sum d, aa, bb;
+        for (std::uint64_t i = 0; i < n; ++i) {
+            const double x = va[i], y = vb[i];
+            d.add(x * y);
+            aa.add(x * x);
+            bb.add(y * y);
+        }
+        const double want = d.value() / std::sqrt(aa.value() * bb.value());
+        const auto got = evaluate(cosine(weights(a) - weights(z), weights(b) - weights(z))).value();
+        INFO("mix " << mix << " want " << want << " got " << got);
+        CHECK(rel(got, want) <= 1e-6);
+    }
+}
