@@ -28,3 +28,6 @@
 #include <skillvec/expr/space.hpp>
 
 #include <skillvec/analysis/layers.hpp>
+
+// Optional: #include <skillvec/interop/xtensor.hpp> for xtensor adaptors (not included here to keep
+// compile times down).
