@@ -1,8 +1,7 @@
-// dtype conversions, checked exhaustively over all 65,536 bf16 and f16 patterns against an
-// independent reference: decoding by the IEEE formula in double, encoding by choosing the nearest
-// value from a sorted table of every finite 16-bit value (ties to the even pattern). Nothing here
-// shares code with the bit tricks in core/dtype.hpp or the SIMD converters.
-#include <skillvec/backend/cpu/convert.hpp>
+// Scalar dtype conversions (core/dtype.hpp), checked exhaustively over all 65,536 bf16 and f16
+// patterns against the independent reference in reference16.hpp.
+#include "reference16.hpp"
+
 #include <skillvec/core/dtype.hpp>
 
 #include <catch2/catch.hpp>
@@ -13,100 +12,11 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 using namespace skillvec;
-
-namespace {
-
-enum class kind16 { bf16, f16 };
-
-// --- independent reference -------------------------------------------------------------------
-
-// Decodes by the formula: (-1)^s * 2^(e - bias) * (1.m) or the subnormal form.
-double ref_decode(kind16 k, std::uint16_t h) {
-    const int ebits = k == kind16::f16 ? 5 : 8, mbits = k == kind16::f16 ? 10 : 7;
-    const int bias = (1 << (ebits - 1)) - 1;
-    const int s = h >> 15, e = (h >> mbits) & ((1 << ebits) - 1), m = h & ((1 << mbits) - 1);
-    double mag;
-    if (e == (1 << ebits) - 1) mag = m ? std::numeric_limits<double>::quiet_NaN() : std::numeric_limits<double>::infinity();
-    else if (e == 0) mag = std::ldexp(static_cast<double>(m), 1 - bias - mbits);
-    else mag = std::ldexp(1.0 + std::ldexp(static_cast<double>(m), -mbits), e - bias);
-    return s ? -mag : mag;
-}
-
-struct table16 {
-    kind16 k;
-    std::vector<std::pair<double, std::uint16_t>> pos; // finite non-negative values, ascending
-    double max_finite = 0, overflow_at = 0;            // |x| >= overflow_at rounds to Inf
-
-    explicit table16(kind16 kind) : k(kind) {
-        for (std::uint32_t h = 0; h < 0x8000; ++h) {
-            const double v = ref_decode(k, static_cast<std::uint16_t>(h));
-            if (std::isfinite(v)) pos.emplace_back(v, static_cast<std::uint16_t>(h));
-        }
-        std::sort(pos.begin(), pos.end());
-        max_finite = pos.back().first;
-        // The next value the format would have is max + ulp(max); halfway between rounds to Inf
-        // (ties to even: the largest finite pattern is odd).
-        const double ulp = pos.back().first - pos[pos.size() - 2].first;
-        overflow_at = max_finite + ulp / 2;
-    }
-
-    // Nearest 16-bit pattern to a finite or infinite x; ties to the even pattern.
-    std::uint16_t encode(double x) const {
-        const std::uint16_t sign = std::signbit(x) ? 0x8000 : 0;
-        const double a = std::fabs(x);
-        const std::uint16_t inf = k == kind16::f16 ? 0x7C00 : 0x7F80;
-        if (a >= overflow_at) return sign | inf;
-        auto it = std::lower_bound(pos.begin(), pos.end(), std::make_pair(a, std::uint16_t{0}));
-        if (it == pos.end()) return sign | pos.back().second; // above the largest finite, below overflow_at
-        if (it->first == a || it == pos.begin()) return sign | it->second;
-        auto lo = it - 1;
-        const double dlo = a - lo->first, dhi = it->first - a;
-        if (dlo < dhi) return sign | lo->second;
-        if (dhi < dlo) return sign | it->second;
-        return sign | ((lo->second & 1) == 0 ? lo->second : it->second);
-    }
-};
-
-const table16& table(kind16 k) {
-    static const table16 b(kind16::bf16), h(kind16::f16);
-    return k == kind16::bf16 ? b : h;
-}
-
-float to_f32(kind16 k, std::uint16_t h) { return k == kind16::bf16 ? bf16_to_f32(h) : f16_to_f32(h); }
-std::uint16_t from_f32(kind16 k, float f) { return k == kind16::bf16 ? f32_to_bf16(f) : f32_to_f16(f); }
-bool is_nan16(kind16 k, std::uint16_t h) {
-    return k == kind16::bf16 ? ((h & 0x7F80) == 0x7F80 && (h & 0x7F)) : ((h & 0x7C00) == 0x7C00 && (h & 0x3FF));
-}
-std::uint32_t bits(float f) { return std::bit_cast<std::uint32_t>(f); }
-
-// Every f32 input that matters for rounding: each 16-bit value, each midpoint between
-// neighbours, one f32 ulp either side of each midpoint, and special values.
-std::vector<float> rounding_corpus(kind16 k) {
-    std::vector<float> out;
-    const auto& t = table(k);
-    for (std::size_t i = 0; i + 1 < t.pos.size(); ++i) {
-        const double lo = t.pos[i].first, hi = t.pos[i + 1].first;
-        const float mid = static_cast<float>((lo + hi) / 2);
-        REQUIRE(static_cast<double>(mid) == (lo + hi) / 2); // midpoints are exact in f32
-        for (float v : {static_cast<float>(lo), mid, std::nextafter(mid, 0.0f), std::nextafter(mid, INFINITY)}) {
-            out.push_back(v);
-            out.push_back(-v);
-        }
-    }
-    const float over = static_cast<float>(t.overflow_at);
-    for (float v : {over, std::nextafter(over, 0.0f), std::nextafter(over, INFINITY), static_cast<float>(t.max_finite),
-                    INFINITY, std::numeric_limits<float>::max(), std::numeric_limits<float>::denorm_min(),
-                    std::numeric_limits<float>::min(), 0.0f}) {
-        out.push_back(v);
-        out.push_back(-v);
-    }
-    return out;
-}
-
-} // namespace
+using namespace reference16;
 
 TEST_CASE("dtype metadata: names round-trip, sizes, float kinds", "[dtype]") {
     for (dtype t : all_dtypes) {
@@ -207,74 +117,4 @@ TEST_CASE("constexpr conversions", "[dtype]") {
     static_assert(f32_to_f16(65519.0f) == 0x7BFF);
     static_assert(bfloat16::from(3.0f) == bfloat16{0x4040});
     CHECK(static_cast<float>(float16::from(0.5f)) == 0.5f);
-}
-
-// --- SIMD converters agree with the scalar ones bit for bit -----------------------------------
-
-namespace {
-using namespace skillvec::backend::cpu;
-constexpr std::size_t W = simd_width;
-
-template <class Load> void check_simd_load(kind16 k, Load load) {
-    std::vector<std::uint16_t> all(0x10000);
-    for (std::uint32_t h = 0; h <= 0xFFFF; ++h) all[h] = static_cast<std::uint16_t>(h);
-    alignas(64) float out[64];
-    for (std::size_t i = 0; i < all.size(); i += W) {
-        load(all.data() + i).store_aligned(out);
-        for (std::size_t j = 0; j < W; ++j)
-            REQUIRE(bits(out[j]) == bits(to_f32(k, all[i + j])));
-    }
-}
-
-template <class Store> void check_simd_store(kind16 k, Store store) {
-    std::vector<float> in = rounding_corpus(k);
-    std::mt19937 rng(7);
-    for (int i = 0; i < 100000; ++i) in.push_back(std::bit_cast<float>(static_cast<std::uint32_t>(rng())));
-    for (std::uint32_t nan : {0x7F800001u, 0xFF800001u, 0x7FC00000u, 0x7FFFFFFFu, 0x7F802000u, 0xFFBFE001u}) in.push_back(std::bit_cast<float>(nan));
-    while (in.size() % W) in.push_back(0.0f);
-    std::uint16_t out[64];
-    for (std::size_t i = 0; i < in.size(); i += W) {
-        store(out, fbatch<>::load_unaligned(in.data() + i));
-        for (std::size_t j = 0; j < W; ++j) {
-            INFO("input bits " << std::hex << bits(in[i + j]));
-            REQUIRE(out[j] == from_f32(k, in[i + j]));
-        }
-    }
-}
-} // namespace
-
-TEST_CASE("SIMD bf16 load/store match the scalar conversions on every pattern", "[dtype][simd][exhaustive]") {
-    check_simd_load(kind16::bf16, [](const std::uint16_t* p) { return load_bf16(p); });
-    check_simd_store(kind16::bf16, [](std::uint16_t* p, const fbatch<>& x) { store_bf16(p, x); });
-}
-
-TEST_CASE("SIMD f16 load/store (hardware path) match the scalar conversions on every pattern", "[dtype][simd][exhaustive]") {
-    check_simd_load(kind16::f16, [](const std::uint16_t* p) { return load_f16(p); });
-    check_simd_store(kind16::f16, [](std::uint16_t* p, const fbatch<>& x) { store_f16(p, x); });
-}
-
-TEST_CASE("SIMD f16 load/store (integer path, no F16C) match the scalar conversions", "[dtype][simd][exhaustive]") {
-    check_simd_load(kind16::f16, [](const std::uint16_t* p) { return load_f16_soft(p); });
-    check_simd_store(kind16::f16, [](std::uint16_t* p, const fbatch<>& x) { store_f16_soft(p, x); });
-}
-
-TEST_CASE("bulk to_f32/from_f32 handle odd lengths and unaligned starts", "[dtype][simd]") {
-    for (dtype t : {dtype::f32, dtype::bf16, dtype::f16, dtype::f64}) {
-        for (std::size_t n : {0u, 1u, 7u, 8u, 9u, 31u, 100u}) {
-            for (std::size_t first : {0u, 1u, 3u}) {
-                const std::size_t es = bits_of(t) / 8;
-                std::vector<std::byte> buf((n + first) * es + 1);
-                std::byte* base = buf.data() + 1; // deliberately misaligned
-                std::vector<float> src(n);
-                for (std::size_t i = 0; i < n; ++i) src[i] = 0.37f * static_cast<float>(i) - 3.1f;
-                from_f32(t, src.data(), n, base, first);
-                std::vector<float> back(n);
-                to_f32(t, base, first, n, back.data());
-                for (std::size_t i = 0; i < n; ++i) {
-                    store_from_f32(t, base, first + i, src[i]); // scalar reference rounding
-                    REQUIRE(back[i] == load_as_f32(t, base, first + i));
-                }
-            }
-        }
-    }
 }

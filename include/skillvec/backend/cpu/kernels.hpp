@@ -20,6 +20,7 @@
 #include <array>
 #include <cstddef>
 #include <cstring>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -66,6 +67,15 @@ template <dtype In, dtype Out, class E>
 void simd_map(const E& e, const std::byte* const* in, std::byte* out, std::size_t begin, std::size_t end) {
     constexpr std::size_t L = E::arity, W = simd_width;
     std::size_t i = begin;
+    if constexpr (In == dtype::bf16 && Out == dtype::bf16) {
+        // bf16 -> bf16 (PaST on bf16 checkpoints): pair order, see load_bf16_pair.
+        for (; i + 2 * W <= end; i += 2 * W) {
+            std::array<fbatch<>, L> lo, hi;
+            for (std::size_t k = 0; k < L; ++k)
+                std::tie(lo[k], hi[k]) = load_bf16_pair(reinterpret_cast<const std::uint16_t*>(in[k]) + i);
+            store_bf16_pair(reinterpret_cast<std::uint16_t*>(out) + i, e.template eval<0>(lo), e.template eval<0>(hi));
+        }
+    }
     for (; i + W <= end; i += W) {
         std::array<fbatch<>, L> x;
         for (std::size_t k = 0; k < L; ++k) x[k] = load<In>(in[k], i);
@@ -194,8 +204,12 @@ void simd_reduce(const R& r, const std::byte* const* in, std::size_t begin, std:
     for (; i + 2 * W <= end; i += 2 * W) {
         std::array<B, L> x0, x1;
         for (std::size_t k = 0; k < L; ++k) {
-            x0[k] = load<In>(in[k], i);
-            x1[k] = load<In>(in[k], i + W);
+            if constexpr (In == dtype::bf16) { // lane order is irrelevant to a sum
+                std::tie(x0[k], x1[k]) = load_bf16_pair(reinterpret_cast<const std::uint16_t*>(in[k]) + i);
+            } else {
+                x0[k] = load<In>(in[k], i);
+                x1[k] = load<In>(in[k], i + W);
+            }
         }
         r.accumulate(a0, x0);
         r.accumulate(a1, x1);
