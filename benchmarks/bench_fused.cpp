@@ -10,7 +10,6 @@
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <vector>
 
@@ -33,14 +32,16 @@ struct operands {
     [[nodiscard]] std::uint64_t bytes_per_pass() const { return t.at("w").bytes.size() * 4; }
 };
 
+/// One working set at a time (the 512 MB sets take 2.5 GB): a new size or dtype frees the last one.
 operands& get(sv::dtype dt, std::uint64_t n) {
-    static std::map<std::pair<int, std::uint64_t>, std::unique_ptr<operands>> cache;
-    auto& p = cache[{static_cast<int>(dt), n}];
-    if (!p) {
-        cache.clear(); // keep one working set at a time: 2 GB is plenty
-        p = std::make_unique<operands>(dt, n);
+    static std::unique_ptr<operands> current;
+    static std::pair<sv::dtype, std::uint64_t> key{};
+    if (!current || key != std::pair{dt, n}) {
+        current.reset();
+        current = std::make_unique<operands>(dt, n);
+        key = {dt, n};
     }
-    return *p;
+    return *current;
 }
 
 /// o[i] = a[i] + b[i] + c[i] with the backend's partition: the machine's limit for 3 reads + 1 write.

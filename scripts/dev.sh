@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# skillvec developer driver: installs what is missing, builds, and runs.
+#
+#   scripts/dev.sh demo    build and run the main job
+#   scripts/dev.sh test    build and run every test: release build (unit, compile-time,
+#                          compile-fail, packaging consumers, 10^8-element accuracy), an
+#                          ASan+UBSan build of the unit tests, and a benchmark smoke run
+#   scripts/dev.sh deps    only install the Debian packages that are missing
+#
+# Environment: BUILD_DIR (default build), ASAN_BUILD_DIR (default build-asan), JOBS (default nproc).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${BUILD_DIR:-$root/build}"
+asan_build="${ASAN_BUILD_DIR:-$root/build-asan}"
+jobs="${JOBS:-$(nproc)}"
+
+# Debian 12 packages skillvec builds against; versions are pinned in cmake/skillvecDependencies.cmake.
+packages=(cmake g++ make libxtensor-dev libxsimd-dev catch2 libbenchmark-dev)
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+deps() {
+  local missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    local sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+  fi
+}
+
+configure() { # configure <dir> <cmake args...>
+  local dir="$1"; shift
+  cmake -S "$root" -B "$dir" "$@" >/dev/null
+}
+
+demo() {
+  deps
+  log "building the quickstart (release)"
+  configure "$build" -DCMAKE_BUILD_TYPE=Release
+  cmake --build "$build" -j "$jobs" --target quickstart
+  log "running the quickstart"
+  "$build/examples/quickstart"
+}
+
+test_all() {
+  deps
+  log "release build"
+  configure "$build" -DCMAKE_BUILD_TYPE=Release
+  cmake --build "$build" -j "$jobs"
+  log "release tests"
+  (cd "$build" && ctest -j "$jobs" --output-on-failure)
+
+  log "ASan+UBSan build (baseline x86-64: SSE2 and software f16 paths)"
+  configure "$asan_build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSKILLVEC_SANITIZE=ON -DSKILLVEC_NATIVE=OFF \
+    -DSKILLVEC_LARGE_TESTS=OFF -DSKILLVEC_CONSUMER_TESTS=OFF -DSKILLVEC_BUILD_BENCHMARKS=OFF
+  cmake --build "$asan_build" -j "$jobs"
+  log "ASan+UBSan tests"
+  (cd "$asan_build" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+     ctest -j "$jobs" --output-on-failure)
+
+  log "benchmark smoke run (16 MB tensors; the full run is for people, see docs/performance.md)"
+  "$build/benchmarks/bench_fused" --benchmark_filter='/(4194304|8388608)/' --benchmark_min_time=0.05
+  log "all tests passed"
+}
+
+case "${1:-}" in
+  demo) demo ;;
+  test) test_all ;;
+  deps) deps ;;
+  *) echo "usage: $0 demo|test|deps" >&2; exit 2 ;;
+esac
