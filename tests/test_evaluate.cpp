@@ -476,3 +476,13 @@ TEST_CASE("sinks get begin() with the whole plan before any tensor and finish() 
         CHECK_THROWS_WITH(evaluate(weights(a) - weights(a), bad), Catch::Contains("needs 16"));
     }
 }
+
+TEST_CASE("describe() writes the formula with the operands' labels", "[evaluate][describe]") {
+    memory_store t("target"), rl, sft;
+    CHECK(describe(past(weights(t), weights(rl, "rl"), weights(sft, "sft"), 0.5f)) == "target + 0.5 * (rl - sft)");
+    CHECK(describe(weights(t) - 1.5f * (weights(rl, "rl") - weights(sft, "sft"))) == "target - (1.5 * (rl - sft))");
+    CHECK(describe(lerp(weights(t), weights(rl), 0.25f)) == "lerp(target, weights(?), 0.25)");
+    CHECK(describe(cosine(weights(rl, "rl") - weights(sft, "sft"), delta(t))) == "cosine(rl - sft, target)");
+    CHECK(describe(sparsity(delta(rl, "v"), 1e-6f)) == "sparsity(v, 1e-06)");
+    CHECK(describe(norm(-(delta(rl, "v")) + delta(sft, "w"))) == "norm(-(v) + w)");
+}

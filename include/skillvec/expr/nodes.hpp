@@ -11,12 +11,14 @@
 ///   template <std::size_t I, class T, std::size_t N> T eval(const std::array<T, N>& x) const;
 ///       value of this node given the loaded leaf values; this node's leaves are x[I .. I+arity)
 ///   template <class F> void for_each_leaf(F&& f) const;   visits the leaves left to right
+///   std::string describe() const;        the formula, with operand labels ("t + 0.5 * (rl - sft)")
 
 #include <skillvec/core/config.hpp>
 #include <skillvec/core/store.hpp>
 #include <skillvec/expr/space.hpp>
 
 #include <array>
+#include <charconv>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -49,6 +51,10 @@ public:
     [[nodiscard]] const S& store() const noexcept { return *store_; }
     /// The label given to `weights`/`delta`, else the store's own label, else empty.
     [[nodiscard]] std::string label() const { return label_.empty() ? label_of(*store_, "") : label_; }
+    [[nodiscard]] std::string describe() const {
+        const std::string l = label();
+        return l.empty() ? (std::is_same_v<Space, point_space> ? "weights(?)" : "delta(?)") : l;
+    }
 
 private:
     std::shared_ptr<const S> store_;
@@ -56,6 +62,13 @@ private:
 };
 
 namespace detail {
+/// Shortest decimal that reads back as the same float ("0.5", "1", "-1.5e-05").
+inline std::string format_scalar(float x) {
+    char buf[32];
+    const auto r = std::to_chars(buf, buf + sizeof buf, x);
+    return std::string(buf, r.ptr);
+}
+
 template <class S> std::shared_ptr<const std::remove_cvref_t<S>> hold(S&& s) {
     using T = std::remove_cvref_t<S>;
     if constexpr (std::is_lvalue_reference_v<S>) {
@@ -100,6 +113,7 @@ public:
 
     [[nodiscard]] SKILLVEC_HD float factor() const noexcept { return factor_; }
     [[nodiscard]] SKILLVEC_HD const V& inner() const noexcept { return inner_; }
+    [[nodiscard]] std::string describe() const { return detail::format_scalar(factor_) + " * (" + inner_.describe() + ")"; }
 
 private:
     float factor_;
@@ -119,6 +133,7 @@ public:
     }
     template <class F> void for_each_leaf(F&& f) const { inner_.for_each_leaf(f); }
     [[nodiscard]] SKILLVEC_HD const V& inner() const noexcept { return inner_; }
+    [[nodiscard]] std::string describe() const { return "-(" + inner_.describe() + ")"; }
 
 private:
     V inner_;
@@ -134,6 +149,15 @@ template <class V> SKILLVEC_HD float scale_factor(const scaled<V>& s) { return s
 template <class V> SKILLVEC_HD float scale_factor(const negated<scaled<V>>& s) { return -s.inner().factor(); }
 template <class V> SKILLVEC_HD const V& scale_inner(const scaled<V>& s) { return s.inner(); }
 template <class V> SKILLVEC_HD const V& scale_inner(const negated<scaled<V>>& s) { return s.inner().inner(); }
+
+template <class E> struct is_negated : std::false_type {};
+template <class V> struct is_negated<negated<V>> : std::true_type {};
+
+/// "a + b", or "a - (c)" when b is -c.
+template <class A, class B> std::string describe_sum(const A& a, const B& b) {
+    if constexpr (is_negated<B>::value) return a.describe() + " - (" + b.inner().describe() + ")";
+    else return a.describe() + " + " + b.describe();
+}
 
 /// a + b for two nodes whose leaves start at I and I + A::arity. A scaled operand is folded into
 /// a fused multiply-add: `t + l*v` rounds once, the same way on every backend, instead of leaving
@@ -168,6 +192,7 @@ public:
         p_.for_each_leaf(f);
         q_.for_each_leaf(f);
     }
+    [[nodiscard]] std::string describe() const { return p_.describe() + " - " + q_.describe(); }
 
 private:
     P p_;
@@ -190,6 +215,7 @@ public:
         p_.for_each_leaf(f);
         v_.for_each_leaf(f);
     }
+    [[nodiscard]] std::string describe() const { return detail::describe_sum(p_, v_); }
 
 private:
     P p_;
@@ -211,6 +237,7 @@ public:
         v_.for_each_leaf(f);
         w_.for_each_leaf(f);
     }
+    [[nodiscard]] std::string describe() const { return detail::describe_sum(v_, w_); }
 
 private:
     V v_;
@@ -238,11 +265,18 @@ public:
         b_.for_each_leaf(f);
     }
     [[nodiscard]] float t() const noexcept { return t_; }
+    [[nodiscard]] std::string describe() const {
+        return "lerp(" + a_.describe() + ", " + b_.describe() + ", " + detail::format_scalar(t_) + ")";
+    }
 
 private:
     A a_;
     B b_;
     float t_;
 };
+
+/// The expression as a formula with its operands' labels, e.g. "target + 0.5 * (rl - sft)". Used
+/// to record how an output was made.
+template <expression E> [[nodiscard]] std::string describe(const E& e) { return e.describe(); }
 
 } // namespace skillvec

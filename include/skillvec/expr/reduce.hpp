@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string>
 
 namespace skillvec {
 
@@ -98,6 +99,9 @@ public:
     }
 
 protected:
+    [[nodiscard]] std::string describe_as(const char* fn) const {
+        return std::string(fn) + "(" + a_.describe() + ", " + b_.describe() + ")";
+    }
     binary_reduction(A a, B b) : a_(std::move(a)), b_(std::move(b)) {}
     A a_;
     B b_;
@@ -111,6 +115,7 @@ public:
     template <class F> void for_each_leaf(F&& f) const { a_.for_each_leaf(f); }
 
 protected:
+    [[nodiscard]] std::string describe_as(const char* fn) const { return std::string(fn) + "(" + a_.describe() + ")"; }
     explicit unary_reduction(A a) : a_(std::move(a)) {}
     A a_;
 };
@@ -129,6 +134,7 @@ public:
     template <std::size_t N> SKILLVEC_HD void accumulate_exact(double* acc, const std::array<float, N>& x) const {
         acc[0] += static_cast<double>(this->a_.template eval<0>(x)) * this->b_.template eval<A::arity>(x);
     }
+    [[nodiscard]] std::string describe() const { return this->describe_as("dot"); }
     [[nodiscard]] stats_type finish(const double* acc, std::uint64_t n) const { return {acc[0], n}; }
 };
 
@@ -148,6 +154,7 @@ public:
         const double a = this->a_.template eval<0>(x);
         acc[0] += a * a;
     }
+    [[nodiscard]] std::string describe() const { return this->describe_as("norm"); }
     [[nodiscard]] stats_type finish(const double* acc, std::uint64_t n) const { return {acc[0], n}; }
 };
 
@@ -173,6 +180,7 @@ public:
         acc[1] += a * a;
         acc[2] += b * b;
     }
+    [[nodiscard]] std::string describe() const { return this->describe_as("cosine"); }
     [[nodiscard]] stats_type finish(const double* acc, std::uint64_t n) const { return {acc[0], acc[1], acc[2], n}; }
 };
 
@@ -192,6 +200,9 @@ public:
     }
     [[nodiscard]] stats_type finish(const double* acc, std::uint64_t n) const {
         return {static_cast<std::uint64_t>(acc[0]), n};
+    }
+    [[nodiscard]] std::string describe() const {
+        return "sparsity(" + this->a_.describe() + ", " + detail::format_scalar(tol_) + ")";
     }
     [[nodiscard]] float tolerance() const noexcept { return tol_; }
 
