@@ -157,7 +157,8 @@ TEST_CASE("reductions are bit-identical across thread counts, and SIMD agrees wi
 
 TEST_CASE("cosine of 10^8 elements is within 1e-6 of an exact double reference", "[reduce][large]") {
     // 100M f32 elements per operand (400 MB each). Correlated deltas (cos ~ 0.3), nearly orthogonal
-    // ones (cos ~ 1e-3, the PaST regime where cancellation is worst) are both checked.
+    // ones (cos ~ 1e-3, the PaST regime) and independent ones (cos ~ 1e-4, where cancellation is
+    // worst) are checked. The measured errors are printed (docs/performance.md quotes them).
     constexpr std::uint64_t n = 100'000'000;
     memory_store a, b;
     auto va = a.add("model.layers.0.w", dtype::f32, {n}).as<float>();
@@ -166,7 +167,7 @@ TEST_CASE("cosine of 10^8 elements is within 1e-6 of an exact double reference",
     z.add("model.layers.0.w", dtype::f32, {n});
     std::mt19937 rng(2024);
     std::normal_distribution<float> nd(0.0f, 0.01f);
-    for (double mix : {0.3, 1e-3}) {
+    for (double mix : {0.3, 1e-3, 0.0}) {
         for (std::uint64_t i = 0; i < n; ++i) {
             const float u = nd(rng), w = nd(rng);
             va[i] = u;
@@ -181,7 +182,7 @@ TEST_CASE("cosine of 10^8 elements is within 1e-6 of an exact double reference",
         }
         const double want = d.value() / std::sqrt(aa.value() * bb.value());
         const auto got = evaluate(cosine(weights(a) - weights(z), weights(b) - weights(z))).value();
-        INFO("mix " << mix << " want " << want << " got " << got);
+        WARN("cosine of 1e8 elements, mix " << mix << ": exact " << want << ", relative error " << rel(got, want));
         CHECK(rel(got, want) <= 1e-6);
     }
 }
