@@ -98,45 +98,63 @@ template <class S>
 // Inner nodes
 // ---------------------------------------------------------------------------------------------
 
+namespace detail {
+/// Storage and leaf traversal of a node with one operand.
+template <class A> class unary_node : public expression_base {
+public:
+    static constexpr std::size_t arity = A::arity;
+    explicit unary_node(A a) : a_(std::move(a)) {}
+    template <class F> void for_each_leaf(F&& f) const { a_.for_each_leaf(f); }
+    [[nodiscard]] SKILLVEC_HD const A& inner() const noexcept { return a_; }
+
+protected:
+    A a_;
+};
+
+/// Storage and leaf traversal of a node with two operands: a's leaves come first, then b's.
+template <class A, class B> class binary_node : public expression_base {
+public:
+    static constexpr std::size_t arity = A::arity + B::arity;
+    binary_node(A a, B b) : a_(std::move(a)), b_(std::move(b)) {}
+    template <class F> void for_each_leaf(F&& f) const {
+        a_.for_each_leaf(f);
+        b_.for_each_leaf(f);
+    }
+
+protected:
+    A a_;
+    B b_;
+};
+} // namespace detail
+
 /// s * v (vector).
-template <vector_expression V> class scaled : public expression_base {
+template <vector_expression V> class scaled : public detail::unary_node<V> {
 public:
     using space = vector_space;
-    static constexpr std::size_t arity = V::arity;
 
-    scaled(float factor, V inner) : factor_(factor), inner_(std::move(inner)) {}
+    scaled(float factor, V inner) : detail::unary_node<V>(std::move(inner)), factor_(factor) {}
 
     template <std::size_t I, class T, std::size_t N> SKILLVEC_HD T eval(const std::array<T, N>& x) const {
-        return lane_ops<T>::broadcast(factor_) * inner_.template eval<I>(x);
+        return lane_ops<T>::broadcast(factor_) * this->a_.template eval<I>(x);
     }
-    template <class F> void for_each_leaf(F&& f) const { inner_.for_each_leaf(f); }
-
     [[nodiscard]] SKILLVEC_HD float factor() const noexcept { return factor_; }
-    [[nodiscard]] SKILLVEC_HD const V& inner() const noexcept { return inner_; }
-    [[nodiscard]] std::string describe() const { return detail::format_scalar(factor_) + " * (" + inner_.describe() + ")"; }
+    [[nodiscard]] std::string describe() const { return detail::format_scalar(factor_) + " * (" + this->a_.describe() + ")"; }
 
 private:
     float factor_;
-    V inner_;
 };
 
 /// -v (vector).
-template <vector_expression V> class negated : public expression_base {
+template <vector_expression V> class negated : public detail::unary_node<V> {
 public:
     using space = vector_space;
-    static constexpr std::size_t arity = V::arity;
 
-    explicit negated(V inner) : inner_(std::move(inner)) {}
+    explicit negated(V inner) : detail::unary_node<V>(std::move(inner)) {}
 
     template <std::size_t I, class T, std::size_t N> SKILLVEC_HD T eval(const std::array<T, N>& x) const {
-        return -inner_.template eval<I>(x);
+        return -this->a_.template eval<I>(x);
     }
-    template <class F> void for_each_leaf(F&& f) const { inner_.for_each_leaf(f); }
-    [[nodiscard]] SKILLVEC_HD const V& inner() const noexcept { return inner_; }
-    [[nodiscard]] std::string describe() const { return "-(" + inner_.describe() + ")"; }
-
-private:
-    V inner_;
+    [[nodiscard]] std::string describe() const { return "-(" + this->a_.describe() + ")"; }
 };
 
 namespace detail {
@@ -178,100 +196,63 @@ SKILLVEC_HD T eval_sum(const A& a, const B& b, const std::array<T, N>& x) {
 } // namespace detail
 
 /// p - q: the vector from q to p (extract).
-template <point_expression P, point_expression Q> class difference : public expression_base {
+template <point_expression P, point_expression Q> class difference : public detail::binary_node<P, Q> {
 public:
     using space = vector_space;
-    static constexpr std::size_t arity = P::arity + Q::arity;
-
-    difference(P p, Q q) : p_(std::move(p)), q_(std::move(q)) {}
+    using detail::binary_node<P, Q>::binary_node;
 
     template <std::size_t I, class T, std::size_t N> SKILLVEC_HD T eval(const std::array<T, N>& x) const {
-        return p_.template eval<I>(x) - q_.template eval<I + P::arity>(x);
+        return this->a_.template eval<I>(x) - this->b_.template eval<I + P::arity>(x);
     }
-    template <class F> void for_each_leaf(F&& f) const {
-        p_.for_each_leaf(f);
-        q_.for_each_leaf(f);
-    }
-    [[nodiscard]] std::string describe() const { return p_.describe() + " - " + q_.describe(); }
-
-private:
-    P p_;
-    Q q_;
+    [[nodiscard]] std::string describe() const { return this->a_.describe() + " - " + this->b_.describe(); }
 };
 
 /// p + v: the point v away from p (inject). p is the *point operand*: non-float tensors pass
 /// through from it, and it fixes the output dtype when none is requested.
-template <point_expression P, vector_expression V> class translation : public expression_base {
+template <point_expression P, vector_expression V> class translation : public detail::binary_node<P, V> {
 public:
     using space = point_space;
-    static constexpr std::size_t arity = P::arity + V::arity;
-
-    translation(P p, V v) : p_(std::move(p)), v_(std::move(v)) {}
+    using detail::binary_node<P, V>::binary_node;
 
     template <std::size_t I, class T, std::size_t N> SKILLVEC_HD T eval(const std::array<T, N>& x) const {
-        return detail::eval_sum<I>(p_, v_, x);
+        return detail::eval_sum<I>(this->a_, this->b_, x);
     }
-    template <class F> void for_each_leaf(F&& f) const {
-        p_.for_each_leaf(f);
-        v_.for_each_leaf(f);
-    }
-    [[nodiscard]] std::string describe() const { return detail::describe_sum(p_, v_); }
-
-private:
-    P p_;
-    V v_;
+    [[nodiscard]] std::string describe() const { return detail::describe_sum(this->a_, this->b_); }
 };
 
 /// v + w (vector).
-template <vector_expression V, vector_expression W> class vector_sum : public expression_base {
+template <vector_expression V, vector_expression W> class vector_sum : public detail::binary_node<V, W> {
 public:
     using space = vector_space;
-    static constexpr std::size_t arity = V::arity + W::arity;
-
-    vector_sum(V v, W w) : v_(std::move(v)), w_(std::move(w)) {}
+    using detail::binary_node<V, W>::binary_node;
 
     template <std::size_t I, class T, std::size_t N> SKILLVEC_HD T eval(const std::array<T, N>& x) const {
-        return detail::eval_sum<I>(v_, w_, x);
+        return detail::eval_sum<I>(this->a_, this->b_, x);
     }
-    template <class F> void for_each_leaf(F&& f) const {
-        v_.for_each_leaf(f);
-        w_.for_each_leaf(f);
-    }
-    [[nodiscard]] std::string describe() const { return detail::describe_sum(v_, w_); }
-
-private:
-    V v_;
-    W w_;
+    [[nodiscard]] std::string describe() const { return detail::describe_sum(this->a_, this->b_); }
 };
 
 /// (1 - t) * a + t * b, for two points (a point) or two vectors (a vector). Computed as
 /// fma(t, b, (1 - t) * a), which is exact at t = 0 and t = 1.
 template <expression A, expression B>
     requires std::same_as<typename A::space, typename B::space> && tensor_expression<A>
-class interpolation : public expression_base {
+class interpolation : public detail::binary_node<A, B> {
 public:
     using space = typename A::space;
-    static constexpr std::size_t arity = A::arity + B::arity;
 
-    interpolation(A a, B b, float t) : a_(std::move(a)), b_(std::move(b)), t_(t) {}
+    interpolation(A a, B b, float t) : detail::binary_node<A, B>(std::move(a), std::move(b)), t_(t) {}
 
     template <std::size_t I, class T, std::size_t N> SKILLVEC_HD T eval(const std::array<T, N>& x) const {
         using ops = lane_ops<T>;
-        return ops::fma(ops::broadcast(t_), b_.template eval<I + A::arity>(x),
-                        ops::broadcast(1.0f - t_) * a_.template eval<I>(x));
-    }
-    template <class F> void for_each_leaf(F&& f) const {
-        a_.for_each_leaf(f);
-        b_.for_each_leaf(f);
+        return ops::fma(ops::broadcast(t_), this->b_.template eval<I + A::arity>(x),
+                        ops::broadcast(1.0f - t_) * this->a_.template eval<I>(x));
     }
     [[nodiscard]] float t() const noexcept { return t_; }
     [[nodiscard]] std::string describe() const {
-        return "lerp(" + a_.describe() + ", " + b_.describe() + ", " + detail::format_scalar(t_) + ")";
+        return "lerp(" + this->a_.describe() + ", " + this->b_.describe() + ", " + detail::format_scalar(t_) + ")";
     }
 
 private:
-    A a_;
-    B b_;
     float t_;
 };
 

@@ -89,35 +89,25 @@ struct sparsity_stats {
 };
 
 /// Base of reduction nodes over two vector expressions.
-template <vector_expression A, vector_expression B> class binary_reduction : public expression_base {
+template <vector_expression A, vector_expression B> class binary_reduction : public detail::binary_node<A, B> {
 public:
     using space = reduction_space;
-    static constexpr std::size_t arity = A::arity + B::arity;
-    template <class F> void for_each_leaf(F&& f) const {
-        a_.for_each_leaf(f);
-        b_.for_each_leaf(f);
-    }
 
 protected:
+    using detail::binary_node<A, B>::binary_node;
     [[nodiscard]] std::string describe_as(const char* fn) const {
-        return std::string(fn) + "(" + a_.describe() + ", " + b_.describe() + ")";
+        return std::string(fn) + "(" + this->a_.describe() + ", " + this->b_.describe() + ")";
     }
-    binary_reduction(A a, B b) : a_(std::move(a)), b_(std::move(b)) {}
-    A a_;
-    B b_;
 };
 
 /// Base of reduction nodes over one vector expression.
-template <vector_expression A> class unary_reduction : public expression_base {
+template <vector_expression A> class unary_reduction : public detail::unary_node<A> {
 public:
     using space = reduction_space;
-    static constexpr std::size_t arity = A::arity;
-    template <class F> void for_each_leaf(F&& f) const { a_.for_each_leaf(f); }
 
 protected:
-    [[nodiscard]] std::string describe_as(const char* fn) const { return std::string(fn) + "(" + a_.describe() + ")"; }
-    explicit unary_reduction(A a) : a_(std::move(a)) {}
-    A a_;
+    using detail::unary_node<A>::unary_node;
+    [[nodiscard]] std::string describe_as(const char* fn) const { return std::string(fn) + "(" + this->a_.describe() + ")"; }
 };
 
 /// dot(a, b) = sum a_i b_i.
