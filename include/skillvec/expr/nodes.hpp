@@ -207,12 +207,13 @@ public:
     [[nodiscard]] std::string describe() const { return this->a_.describe() + " - " + this->b_.describe(); }
 };
 
-/// p + v: the point v away from p (inject). p is the *point operand*: non-float tensors pass
-/// through from it, and it fixes the output dtype when none is requested.
-template <point_expression P, vector_expression V> class translation : public detail::binary_node<P, V> {
+/// x + v, where v is a vector: the result has x's space. With x a point this is p + v, the point v
+/// away from p (inject); p is then the *point operand*: non-float tensors pass through from it, and
+/// it fixes the output dtype when none is requested. With x a vector it is a vector sum.
+template <tensor_expression X, vector_expression V> class sum : public detail::binary_node<X, V> {
 public:
-    using space = point_space;
-    using detail::binary_node<P, V>::binary_node;
+    using space = typename X::space;
+    using detail::binary_node<X, V>::binary_node;
 
     template <std::size_t I, class T, std::size_t N> SKILLVEC_HD T eval(const std::array<T, N>& x) const {
         return detail::eval_sum<I>(this->a_, this->b_, x);
@@ -220,17 +221,10 @@ public:
     [[nodiscard]] std::string describe() const { return detail::describe_sum(this->a_, this->b_); }
 };
 
-/// v + w (vector).
-template <vector_expression V, vector_expression W> class vector_sum : public detail::binary_node<V, W> {
-public:
-    using space = vector_space;
-    using detail::binary_node<V, W>::binary_node;
-
-    template <std::size_t I, class T, std::size_t N> SKILLVEC_HD T eval(const std::array<T, N>& x) const {
-        return detail::eval_sum<I>(this->a_, this->b_, x);
-    }
-    [[nodiscard]] std::string describe() const { return detail::describe_sum(this->a_, this->b_); }
-};
+/// p + v (a point).
+template <point_expression P, vector_expression V> using translation = sum<P, V>;
+/// v + w (a vector).
+template <vector_expression V, vector_expression W> using vector_sum = sum<V, W>;
 
 /// (1 - t) * a + t * b, for two points (a point) or two vectors (a vector). Computed as
 /// fma(t, b, (1 - t) * a), which is exact at t = 0 and t = 1.
