@@ -3,20 +3,23 @@
 #
 #   scripts/dev.sh demo    build and run the main job
 #   scripts/dev.sh test    build and run every test: release build (unit, compile-time,
-#                          compile-fail, packaging consumers, 10^8-element accuracy), an
-#                          ASan+UBSan build of the unit tests, and a benchmark smoke run
+#                          compile-fail, packaging consumers, 10^8-element accuracy), a clang
+#                          build (unit, compile-time, compile-fail), an ASan+UBSan build of the
+#                          unit tests, and a benchmark smoke run
 #   scripts/dev.sh deps    only install the Debian packages that are missing
 #
-# Environment: BUILD_DIR (default build), ASAN_BUILD_DIR (default build-asan), JOBS (default nproc).
+# Environment: BUILD_DIR (default build), CLANG_BUILD_DIR (default build-clang),
+# ASAN_BUILD_DIR (default build-asan), JOBS (default nproc).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${BUILD_DIR:-$root/build}"
 asan_build="${ASAN_BUILD_DIR:-$root/build-asan}"
+clang_build="${CLANG_BUILD_DIR:-$root/build-clang}"
 jobs="${JOBS:-$(nproc)}"
 
 # Debian 12 packages skillvec builds against; versions are pinned in cmake/skillvecDependencies.cmake.
-packages=(cmake g++ make libxtensor-dev libxsimd-dev catch2 libbenchmark-dev)
+packages=(cmake g++ clang make libxtensor-dev libxsimd-dev catch2 libbenchmark-dev)
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
@@ -55,6 +58,12 @@ test_all() {
   cmake --build "$build" -j "$jobs"
   log "release tests"
   (cd "$build" && ctest -j "$jobs" --output-on-failure)
+
+  log "clang build (unit, compile-time and compile-fail tests)"
+  CXX=clang++ configure "$clang_build" -DCMAKE_BUILD_TYPE=Release -DSKILLVEC_LARGE_TESTS=OFF \
+    -DSKILLVEC_CONSUMER_TESTS=OFF -DSKILLVEC_BUILD_BENCHMARKS=OFF -DSKILLVEC_BUILD_EXAMPLES=OFF
+  cmake --build "$clang_build" -j "$jobs"
+  (cd "$clang_build" && ctest -j "$jobs" --output-on-failure)
 
   log "ASan+UBSan build (baseline x86-64: SSE2 and software f16 paths)"
   configure "$asan_build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSKILLVEC_SANITIZE=ON -DSKILLVEC_NATIVE=OFF \
