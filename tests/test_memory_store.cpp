@@ -78,3 +78,13 @@ TEST_CASE("memory_store: add, find, typed views, order, erase, clone", "[memory_
     CHECK(moved.size() == 4);
     static_assert(!std::is_copy_constructible_v<memory_store>);
 }
+
+TEST_CASE("evaluating into a memory_store that already holds result names fails before any work", "[memory_store][sink]") {
+    const auto a = test::random_store("a", {{"x", dtype::f32, {4}}, {"y", dtype::f32, {2}}, {"z", dtype::f32, {3}}}, 1);
+    memory_store out("out");
+    out.add("y", dtype::f32, {1});
+    out.add("z", dtype::f32, {1});
+    CHECK_THROWS_WITH(evaluate(weights(a) - weights(a), out),
+                      Contains("memory_store 'out': the result would overwrite 2 existing tensors: 'y', 'z'"));
+    CHECK(out.tensor_names() == std::vector<std::string>{"y", "z"}); // 'x' was not created
+}

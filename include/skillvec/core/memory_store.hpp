@@ -164,6 +164,15 @@ public:
     }
 
     // --- sink interface: evaluation creates each result tensor here -----------------------------
+    /// Refuses, before any work, a plan that would overwrite tensors already here.
+    void begin(std::span<const tensor_info> plan) const {
+        std::string clash;
+        std::size_t n = 0;
+        for (const auto& info : plan)
+            if (contains(info.name)) clash += (n++ ? ", '" : "'") + info.name + "'";
+        if (n) throw error("memory_store '" + label_ + "': the result would overwrite " + std::to_string(n) +
+                           " existing tensor" + (n == 1 ? "" : "s") + ": " + clash);
+    }
     /// Room for a new tensor (uninitialized: evaluation overwrites every byte).
     std::span<std::byte> acquire(const tensor_info& info) { return add_uninitialized(info.name, info.type, info.dims).bytes; }
     void commit(const tensor_info&) noexcept {}
