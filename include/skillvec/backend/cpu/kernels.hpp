@@ -182,7 +182,7 @@ void map_tensor(const E& e, const dtype* in_t, const std::byte* const* in, dtype
 template <dtype In, class R>
 void simd_reduce(const R& r, const std::byte* const* in, std::size_t begin, std::size_t end, double* acc) {
     constexpr std::size_t L = R::arity, K = R::accumulators, W = simd_width;
-    constexpr int flush_every = 8; // 16 batches per lane before f64: error ~ u * sqrt(16)
+    constexpr int flush_every = 8; // each f32 lane sums 8 terms before f64: error ~ u * sqrt(8)
     using B = fbatch<>;
     std::array<B, K> a0, a1;
     a0.fill(B(0.0f));
