@@ -37,12 +37,12 @@ public:
 
     std::span<std::byte> acquire(const tensor_info& info) {
         auto v = store_->find_mutable(info.name);
-        const std::string who = "overwrite into '" + label_of(*store_, "store") + "', tensor '" + info.name + "'";
-        if (!v) throw error(who + ": no such tensor");
+        auto who = [&] { return "overwrite into '" + label_of(*store_, "store") + "', tensor '" + info.name + "'"; };
+        if (!v) throw error(who() + ": no such tensor");
         if (v->type != info.type || !(v->dims == info.dims))
-            throw error(who + ": holds " + std::string(name_of(v->type)) + " " + v->dims.to_string() +
+            throw error(who() + ": holds " + std::string(name_of(v->type)) + " " + v->dims.to_string() +
                         " but the result is " + std::string(name_of(info.type)) + " " + info.dims.to_string());
-        check_view(*v, who);
+        if (v->bytes.size() != info.nbytes()) check_view(*v, who()); // throws with the details
         return v->bytes;
     }
     void commit(const tensor_info&) {}
