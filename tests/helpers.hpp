@@ -24,6 +24,11 @@ inline skillvec::memory_store random_store(const std::string& label, const std::
     std::mt19937 rng(seed);
     std::normal_distribution<float> nd(mean, sd);
     for (const auto& t : specs) {
+        if (!skillvec::is_arithmetic(t.type)) { // non-float: a deterministic byte pattern
+            auto v = s.add(t.name, t.type, t.dims);
+            for (std::size_t i = 0; i < v.bytes.size(); ++i) v.bytes[i] = static_cast<std::byte>((i * 131 + seed) & 0xFF);
+            continue;
+        }
         std::vector<float> v(t.dims.numel());
         for (auto& x : v) x = nd(rng);
         s.add_converted(t.name, t.type, t.dims, v);

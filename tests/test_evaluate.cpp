@@ -367,6 +367,33 @@ TEST_CASE("unaligned views are evaluated correctly", "[evaluate][edge]") {
     }
 }
 
+TEST_CASE("streaming stores into outputs at any offset give the same bits as cached stores", "[evaluate][stream]") {
+    for (dtype in : {dtype::f32, dtype::bf16, dtype::f16}) {
+        for (dtype out : {dtype::f32, dtype::bf16, dtype::f16, dtype::f64}) {
+            const std::size_t n = 70001, es = bits_of(out) / 8;
+            const auto a = test::random_store("a", {{"w", in, {n}}}, 1), b = test::random_store("b", {{"w", in, {n}}}, 2);
+            const auto m = test::random_store("m", {{"w", dtype::f32, {n}}}, 3);
+            const eval_options o{.out_dtype = out, .allow_mixed_float_dtypes = true};
+            const auto want = materialize(weights(a) + 0.5f * (weights(b) - weights(a)), cpu_backend{.stores = store_policy::cached}, o);
+            const auto want_mixed = materialize(weights(a) + 0.5f * delta(m), cpu_backend{.stores = store_policy::cached}, o);
+            // Offsets 0..67 bytes: every alignment, including elements that can never be aligned.
+            for (std::size_t off : {0u, 1u, 2u, 4u, 6u, 8u, 16u, 32u, 36u, 60u, 67u}) {
+                std::vector<std::byte> buf(n * es + 128);
+                window_store sink;
+                sink.add("w", out, n, buf.data() + off);
+                for (unsigned th : {1u, 2u}) {
+                    const cpu_backend be{.threads = th, .simd = true, .stores = store_policy::streaming};
+                    INFO(name_of(in) << " -> " << name_of(out) << " offset " << off << " threads " << th);
+                    evaluate(weights(a) + 0.5f * (weights(b) - weights(a)), into(sink), be, o); // uniform path
+                    REQUIRE(test::same_bits(*sink.find("w"), want.at("w")));
+                    evaluate(weights(a) + 0.5f * delta(m), into(sink), be, o); // mixed dtypes: tiled path
+                    REQUIRE(test::same_bits(*sink.find("w"), want_mixed.at("w")));
+                }
+            }
+        }
+    }
+}
+
 TEST_CASE("in place: into(t) gives the out-of-place result, shifted overlaps are refused", "[evaluate][inplace]") {
     for (dtype dt : {dtype::f32, dtype::bf16}) {
         auto t = test::random_store("t", model_specs(dt), 81);
@@ -401,7 +428,9 @@ TEST_CASE("thread count and SIMD on/off do not change element-wise results", "[e
         const eval_options o{.out_dtype = out_dt};
         const auto ref = materialize(e, cpu_backend{.threads = 1, .simd = false}, o);
         for (cpu_backend be : {cpu_backend{.threads = 1}, cpu_backend{.threads = 2}, cpu_backend{.threads = 7}, cpu_backend{},
-                               cpu_backend{.threads = 3, .simd = false}}) {
+                               cpu_backend{.threads = 3, .simd = false},
+                               cpu_backend{.threads = 2, .simd = true, .stores = store_policy::streaming},
+                               cpu_backend{.threads = 1, .simd = true, .stores = store_policy::cached}}) {
             const auto out = materialize(e, be, o);
             for (const auto& s : sp) REQUIRE(test::same_bits(out.at(s.name), ref.at(s.name)));
         }
@@ -419,8 +448,10 @@ TEST_CASE("the SIMD kernels agree bit for bit with the scalar fallback for every
                 const eval_options o{.out_dtype = out};
                 const auto simd = materialize(e, cpu_backend{.simd = true}, o);
                 const auto scal = materialize(e, cpu_backend{.simd = false}, o);
+                const auto streamed = materialize(e, cpu_backend{.simd = true, .stores = store_policy::streaming}, o);
                 INFO(name_of(in) << " -> " << name_of(out) << " n=" << n);
                 REQUIRE(test::same_bits(simd.at("w"), scal.at("w")));
+                REQUIRE(test::same_bits(streamed.at("w"), scal.at("w")));
             }
         }
     }
@@ -485,4 +516,37 @@ TEST_CASE("describe() writes the formula with the operands' labels", "[evaluate]
     CHECK(describe(cosine(weights(rl, "rl") - weights(sft, "sft"), delta(t))) == "cosine(rl - sft, target)");
     CHECK(describe(sparsity(delta(rl, "v"), 1e-6f)) == "sparsity(v, 1e-06)");
     CHECK(describe(norm(-(delta(rl, "v")) + delta(sft, "w"))) == "norm(-(v) + w)");
+}
+
+TEST_CASE("prepare binds once; run evaluates as often as asked and sees new values", "[evaluate][prepare]") {
+    auto t = test::random_store("t", {{"w", dtype::f32, {1000}}, {"ids", dtype::i32, {2}}}, 1);
+    const auto rl = test::random_store("rl", {{"w", dtype::f32, {1000}}, {"ids", dtype::i32, {2}}}, 2);
+    const auto sft = test::random_store("sft", {{"w", dtype::f32, {1000}}, {"ids", dtype::i32, {2}}}, 3);
+    const auto e = past(weights(t), weights(rl), weights(sft), 0.5f);
+    const auto p = prepare(e);
+    const auto outs = p.outputs();
+    REQUIRE(outs.size() == 2);
+    CHECK(outs[0].name == "w");
+    CHECK(outs[1].type == dtype::i32);
+    memory_store a, b;
+    p.run(a);
+    p.run(b);
+    CHECK(test::same_bits(a.at("w"), b.at("w")));
+    CHECK(test::same_bits(a.at("w"), materialize(e).at("w")));
+    // In-place updates of the bound stores are seen by the next run (the plan holds views).
+    p.run(into(t));
+    memory_store c;
+    p.run(c);
+    const auto vt = test::values(t, "w"), vc = test::values(c, "w");
+    const auto vr = test::values(rl, "w"), vs = test::values(sft, "w");
+    for (std::size_t i = 0; i < vt.size(); ++i)
+        REQUIRE(vc[i] == static_cast<double>(lane_ops<float>::fma(0.5f, static_cast<float>(vr[i]) - static_cast<float>(vs[i]),
+                                                                  static_cast<float>(vt[i]))));
+    // Reductions too.
+    const auto pc = prepare(cosine(weights(rl) - weights(sft), weights(t) - weights(sft)));
+    CHECK(pc.run().value() == evaluate(cosine(weights(rl) - weights(sft), weights(t) - weights(sft))).value());
+    // Binding problems surface at prepare, before any run.
+    memory_store other;
+    other.add("x", dtype::f32, {1});
+    CHECK_THROWS_AS(prepare(weights(t) - weights(other)), binding_error);
 }

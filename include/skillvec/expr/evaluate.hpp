@@ -5,6 +5,7 @@
 ///   evaluate(point_or_vector_expr, sink [, backend] [, options]) -> evaluation_report
 ///   evaluate(reduction [, backend] [, options])                 -> reduction_result<stats>
 ///   materialize(expr [, backend] [, options])                    -> memory_store
+///   prepare(expr [, backend] [, options]).run(sink) / .run()     -> bind once, run many times
 ///
 /// Steps: bind (check every store against the reference, report every problem at once), hand the
 /// sink the whole plan, then stream tensor by tensor: one fused pass over the leaves per tensor,
@@ -106,52 +107,122 @@ template <std::size_t L> gathered<L> gather(const plan_entry& e) {
 
 } // namespace detail
 
+/// An expression bound to its stores, ready to run: `prepare` does the binding (and its strict
+/// checks) once, `run` streams the data. Use it to evaluate the same expression many times (a
+/// training loop, a benchmark); `evaluate` is `prepare(...).run(...)`.
+///
+/// The plan holds views of the stores' tensors: between `prepare` and `run`, tensors may change
+/// value (in place) but must not be added, removed or reallocated.
+template <expression E> class prepared_evaluation {
+public:
+    prepared_evaluation(const E& expr, const cpu_backend& be, const eval_options& opt)
+        : expr_(expr), be_(be), plan_(detail::make_plan(detail::collect_leaves(expr_), point_expression<E>, opt)) {}
+
+    /// The tensors `run` will hand the sink (computed and passed through), in order.
+    [[nodiscard]] std::vector<tensor_info> outputs() const {
+        std::vector<tensor_info> out;
+        for (const auto& e : plan_.entries)
+            if (e.action != tensor_action::skip) out.push_back(e.out);
+        return out;
+    }
+
+    /// Evaluates a point or vector expression into a sink, one fused pass per tensor.
+    template <class K>
+        requires tensor_expression<E> && weight_sink<std::remove_cvref_t<K>>
+    evaluation_report run(K&& sink) const {
+        const auto t0 = std::chrono::steady_clock::now();
+        evaluation_report rep;
+        detail::sink_begin(sink, plan_);
+        for (const auto& e : plan_.entries) {
+            if (e.action == tensor_action::skip) {
+                rep.skipped.push_back(e.out.name);
+                continue;
+            }
+            const std::uint64_t need = e.out.nbytes();
+            std::span<std::byte> out = sink.acquire(e.out);
+            if (out.size() != need)
+                throw error("sink gave " + std::to_string(out.size()) + " bytes for tensor '" + e.out.name +
+                            "', which needs " + std::to_string(need));
+            if (e.action == tensor_action::pass_through) {
+                const auto src = e.inputs[0].bytes;
+                if (need && out.data() != src.data()) std::memmove(out.data(), src.data(), need);
+                rep.passed_through.push_back(e.out.name);
+                rep.bytes_read += src.size();
+            } else {
+                bool in_place = false;
+                for (std::size_t k = 0; k < plan_.leaves.size(); ++k) {
+                    const auto in = e.inputs[k].bytes;
+                    // In place is fine element by element; a shifted overlap would read clobbered data.
+                    if (detail::overlaps(in, out) && (in.data() != out.data() || e.inputs[k].type != e.out.type))
+                        throw error("tensor '" + e.out.name + "': the output buffer overlaps operand " +
+                                    detail::operand_name(plan_.leaves, k) + " without coinciding with it");
+                    in_place = in_place || detail::overlaps(in, out);
+                    rep.bytes_read += in.size();
+                }
+                const auto g = detail::gather<E::arity>(e);
+                const std::uint64_t n = e.out.numel();
+                backend::cpu::map_tensor(expr_, g.types.data(), g.data.data(), e.out.type, out.data(), n, be_, in_place);
+                rep.computed.push_back(e.out.name);
+                rep.elements += n;
+            }
+            rep.bytes_written += need;
+            sink.commit(e.out);
+            for (const auto& leaf : plan_.leaves) leaf.release(e.out.name);
+        }
+        detail::sink_finish(sink);
+        rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        return rep;
+    }
+
+    /// Evaluates a reduction in one fused pass over all its leaves.
+    [[nodiscard]] auto run() const
+        requires reduction_expression<E>
+    {
+        using stats = typename E::stats_type;
+        reduction_result<stats> res;
+        std::map<int, typename reduction_result<stats>::layer_entry> layers;
+        for (const auto& e : plan_.entries) {
+            if (e.action == tensor_action::skip) {
+                res.skipped.push_back(e.out.name);
+                continue;
+            }
+            std::array<double, E::accumulators> acc{};
+            const auto g = detail::gather<E::arity>(e);
+            const std::uint64_t n = e.out.numel();
+            backend::cpu::reduce_tensor(expr_, g.types.data(), g.data.data(), n, acc.data(), be_);
+            const stats s = expr_.finish(acc.data(), n);
+            const int layer = layer_of(e.out.name);
+            res.tensors.push_back({e.out.name, layer, s});
+            auto& le = layers.try_emplace(layer, typename reduction_result<stats>::layer_entry{layer, 0, {}}).first->second;
+            le.stats += s;
+            ++le.tensors;
+            res.global += s;
+            for (const auto& leaf : plan_.leaves) leaf.release(e.out.name);
+        }
+        for (auto& [idx, le] : layers)
+            if (idx != no_layer) res.layers.push_back(le);
+        if (auto it = layers.find(no_layer); it != layers.end()) res.layers.push_back(it->second);
+        return res;
+    }
+
+private:
+    E expr_; // a copy: owning leaves keep their stores alive for as long as this object
+    cpu_backend be_;
+    detail::plan plan_;
+};
+
+/// Binds an expression to its stores (throwing `binding_error` if they disagree) without running it.
+template <expression E>
+[[nodiscard]] prepared_evaluation<E> prepare(const E& expr, const cpu_backend& be = cpu, const eval_options& opt = {}) {
+    return prepared_evaluation<E>(expr, be, opt);
+}
+
 /// Evaluates a point or vector expression into a sink, tensor by tensor, in one fused pass per
 /// tensor. Throws `binding_error` (before touching any data) if the stores disagree.
 template <tensor_expression E, class K>
     requires weight_sink<std::remove_cvref_t<K>>
 evaluation_report evaluate(const E& expr, K&& sink, const cpu_backend& be, const eval_options& opt = {}) {
-    const auto t0 = std::chrono::steady_clock::now();
-    detail::plan p = detail::make_plan(detail::collect_leaves(expr), point_expression<E>, opt);
-    evaluation_report rep;
-    detail::sink_begin(sink, p);
-    for (const auto& e : p.entries) {
-        if (e.action == tensor_action::skip) {
-            rep.skipped.push_back(e.out.name);
-            continue;
-        }
-        const std::uint64_t need = e.out.nbytes();
-        std::span<std::byte> out = sink.acquire(e.out);
-        if (out.size() != need)
-            throw error("sink gave " + std::to_string(out.size()) + " bytes for tensor '" + e.out.name + "', which needs " +
-                        std::to_string(need));
-        if (e.action == tensor_action::pass_through) {
-            const auto src = e.inputs[0].bytes;
-            if (need && out.data() != src.data()) std::memmove(out.data(), src.data(), need);
-            rep.passed_through.push_back(e.out.name);
-            rep.bytes_read += src.size();
-        } else {
-            for (std::size_t k = 0; k < p.leaves.size(); ++k) {
-                const auto in = e.inputs[k].bytes;
-                // In place is fine element by element; a shifted overlap would read clobbered data.
-                if (detail::overlaps(in, out) && (in.data() != out.data() || e.inputs[k].type != e.out.type))
-                    throw error("tensor '" + e.out.name + "': the output buffer overlaps operand " +
-                                detail::operand_name(p.leaves, k) + " without coinciding with it");
-                rep.bytes_read += in.size();
-            }
-            const auto g = detail::gather<E::arity>(e);
-            const std::uint64_t n = e.out.numel();
-            backend::cpu::map_tensor(expr, g.types.data(), g.data.data(), e.out.type, out.data(), n, be);
-            rep.computed.push_back(e.out.name);
-            rep.elements += n;
-        }
-        rep.bytes_written += need;
-        sink.commit(e.out);
-        for (const auto& leaf : p.leaves) leaf.release(e.out.name);
-    }
-    detail::sink_finish(sink);
-    rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    return rep;
+    return prepare(expr, be, opt).run(std::forward<K>(sink));
 }
 
 template <tensor_expression E, class K>
@@ -177,32 +248,7 @@ template <tensor_expression E>
 template <reduction_expression R>
 [[nodiscard]] reduction_result<typename R::stats_type> evaluate(const R& red, const cpu_backend& be = cpu,
                                                                  const eval_options& opt = {}) {
-    using stats = typename R::stats_type;
-    detail::plan p = detail::make_plan(detail::collect_leaves(red), false, opt);
-    reduction_result<stats> res;
-    std::map<int, typename reduction_result<stats>::layer_entry> layers;
-    for (const auto& e : p.entries) {
-        if (e.action == tensor_action::skip) {
-            res.skipped.push_back(e.out.name);
-            continue;
-        }
-        std::array<double, R::accumulators> acc{};
-        const auto g = detail::gather<R::arity>(e);
-        const std::uint64_t n = e.out.numel();
-        backend::cpu::reduce_tensor(red, g.types.data(), g.data.data(), n, acc.data(), be);
-        const stats s = red.finish(acc.data(), n);
-        const int layer = layer_of(e.out.name);
-        res.tensors.push_back({e.out.name, layer, s});
-        auto& le = layers.try_emplace(layer, typename reduction_result<stats>::layer_entry{layer, 0, {}}).first->second;
-        le.stats += s;
-        ++le.tensors;
-        res.global += s;
-        for (const auto& leaf : p.leaves) leaf.release(e.out.name);
-    }
-    for (auto& [idx, le] : layers)
-        if (idx != no_layer) res.layers.push_back(le);
-    if (auto it = layers.find(no_layer); it != layers.end()) res.layers.push_back(it->second);
-    return res;
+    return prepare(red, be, opt).run();
 }
 
 template <reduction_expression R>

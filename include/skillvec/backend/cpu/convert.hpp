@@ -16,6 +16,7 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -28,17 +29,6 @@
 
 namespace skillvec {
 
-/// SIMD batches work with the expression nodes through the same lane_ops as float.
-template <class A> struct lane_ops<xsimd::batch<float, A>> {
-    using B = xsimd::batch<float, A>;
-    static B fma(const B& a, const B& b, const B& c) noexcept { return xsimd::fma(a, b, c); }
-    static B abs(const B& a) noexcept { return xsimd::abs(a); }
-    static B small_indicator(const B& a, float tol) noexcept {
-        return xsimd::select(xsimd::abs(a) <= B(tol), B(1.0f), B(0.0f));
-    }
-    static B broadcast(float s) noexcept { return B(s); }
-};
-
 namespace backend::cpu {
 
 using arch = xsimd::default_arch;
@@ -48,12 +38,68 @@ template <class A = arch> using ubatch = xsimd::batch<std::uint32_t, A>;
 /// Lanes of a float batch on the compile-time architecture.
 inline constexpr std::size_t simd_width = fbatch<>::size;
 
+/// The dtypes the SIMD loads and stores handle directly (f64 goes through scalar conversion).
+[[nodiscard]] constexpr bool simd_dtype_of(dtype t) noexcept {
+    return t == dtype::f32 || t == dtype::bf16 || t == dtype::f16;
+}
+
 namespace detail {
 
 template <class A> inline constexpr bool is_avx512 = std::is_base_of_v<xsimd::avx512f, A>;
 template <class A> inline constexpr bool is_avx2 = std::is_base_of_v<xsimd::avx2, A>;
 template <class A> inline constexpr bool is_avx = std::is_base_of_v<xsimd::avx, A>;
 template <class A> inline constexpr bool is_sse2 = std::is_base_of_v<xsimd::sse2, A>;
+
+// Raw stores of one register. Stream = true is a non-temporal store: it bypasses the caches and
+// saves the read that a normal store of a line not in cache costs (write-allocate). The address
+// must then be aligned to the register size (kernels peel to 64 bytes first).
+#if XSIMD_WITH_SSE2
+template <bool Stream> void put64(void* p, __m128i v) noexcept {
+#if defined(__x86_64__) || defined(_M_X64)
+    if constexpr (Stream) _mm_stream_si64(static_cast<long long*>(p), _mm_cvtsi128_si64(v));
+    else
+#endif
+    _mm_storel_epi64(static_cast<__m128i*>(p), v);
+}
+template <bool Stream> void put128(void* p, __m128i v) noexcept {
+    if constexpr (Stream) _mm_stream_si128(static_cast<__m128i*>(p), v);
+    else _mm_storeu_si128(static_cast<__m128i*>(p), v);
+}
+#endif
+#if XSIMD_WITH_AVX
+template <bool Stream> void put256(void* p, __m256i v) noexcept {
+    if constexpr (Stream) _mm256_stream_si256(static_cast<__m256i*>(p), v);
+    else _mm256_storeu_si256(static_cast<__m256i*>(p), v);
+}
+#endif
+#if XSIMD_WITH_AVX512F
+template <bool Stream> void put512(void* p, __m512i v) noexcept {
+    if constexpr (Stream) _mm512_stream_si512(static_cast<__m512i*>(p), v);
+    else _mm512_storeu_si512(p, v);
+}
+#endif
+
+template <bool Stream, class A> void put_f32(float* p, const xsimd::batch<float, A>& x) noexcept {
+    if constexpr (Stream) {
+#if XSIMD_WITH_AVX512F
+        if constexpr (is_avx512<A>) return _mm512_stream_ps(p, x);
+#endif
+#if XSIMD_WITH_AVX
+        if constexpr (is_avx<A>) return _mm256_stream_ps(p, x);
+#endif
+#if XSIMD_WITH_SSE2
+        if constexpr (is_sse2<A>) return _mm_stream_ps(p, x);
+#endif
+    }
+    x.store_unaligned(p);
+}
+
+/// Orders the streaming stores before whatever follows (a no-op where nothing streams).
+inline void stream_fence() noexcept {
+#if XSIMD_WITH_SSE2
+    _mm_sfence();
+#endif
+}
 
 /// Loads size() consecutive uint16 values zero-extended to uint32 lanes, in order.
 template <class A> ubatch<A> widen_u16(const std::uint16_t* p) noexcept {
@@ -84,16 +130,16 @@ template <class A> ubatch<A> widen_u16(const std::uint16_t* p) noexcept {
 }
 
 /// Stores the low 16 bits of each uint32 lane (all lanes hold values <= 0xFFFF), in order.
-template <class A> void narrow_u16(std::uint16_t* p, const ubatch<A>& r) noexcept {
+template <bool Stream = false, class A> void narrow_u16(std::uint16_t* p, const ubatch<A>& r) noexcept {
 #if XSIMD_WITH_AVX512F
-    if constexpr (is_avx512<A>) _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(r));
+    if constexpr (is_avx512<A>) put256<Stream>(p, _mm512_cvtepi32_epi16(r));
     else
 #endif
 #if XSIMD_WITH_AVX2
     if constexpr (is_avx2<A>) {
         // packus works per 128-bit lane: [r0..r3 r0..r3 | r4..r7 r4..r7]; gather quads 0 and 2.
         const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
+        put128<Stream>(p, _mm256_castsi256_si128(packed));
     } else
 #endif
 #if XSIMD_WITH_AVX
@@ -104,7 +150,7 @@ template <class A> void narrow_u16(std::uint16_t* p, const ubatch<A>& r) noexcep
     } else
 #endif
 #if XSIMD_WITH_SSE4_1
-    if constexpr (is_sse2<A>) _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packus_epi32(r, r));
+    if constexpr (is_sse2<A>) put64<Stream>(p, _mm_packus_epi32(r, r));
     else
 #endif
 #if XSIMD_WITH_SSE2
@@ -112,7 +158,7 @@ template <class A> void narrow_u16(std::uint16_t* p, const ubatch<A>& r) noexcep
         // No unsigned pack in SSE2: bias into the signed range, pack with saturation (exact), unbias.
         const __m128i bias = _mm_set1_epi32(0x8000);
         const __m128i s = _mm_packs_epi32(_mm_sub_epi32(r, bias), _mm_setzero_si128());
-        _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_xor_si128(s, _mm_set1_epi16(static_cast<short>(0x8000))));
+        put64<Stream>(p, _mm_xor_si128(s, _mm_set1_epi16(static_cast<short>(0x8000))));
     } else
 #endif
     {
@@ -147,8 +193,8 @@ template <class A = arch> fbatch<A> load_bf16(const std::uint16_t* p) noexcept {
     return detail::as_float<A>(detail::widen_u16<A>(p) << 16);
 }
 
-template <class A = arch> void store_bf16(std::uint16_t* p, const fbatch<A>& x) noexcept {
-    detail::narrow_u16<A>(p, detail::bf16_bits<A>(x));
+template <bool Stream = false, class A = arch> void store_bf16(std::uint16_t* p, const fbatch<A>& x) noexcept {
+    detail::narrow_u16<Stream>(p, detail::bf16_bits<A>(x));
 }
 
 /// Loads 2 * size() bf16 values as two f32 batches in *pair order*: the order of the unpack
@@ -181,30 +227,31 @@ template <class A = arch> std::pair<fbatch<A>, fbatch<A>> load_bf16_pair(const s
 }
 
 /// Rounds two batches loaded by load_bf16_pair (or computed from such) and stores them in element order.
-template <class A = arch> void store_bf16_pair(std::uint16_t* p, const fbatch<A>& lo, const fbatch<A>& hi) noexcept {
+template <bool Stream = false, class A = arch>
+void store_bf16_pair(std::uint16_t* p, const fbatch<A>& lo, const fbatch<A>& hi) noexcept {
     const ubatch<A> a = detail::bf16_bits<A>(lo), b = detail::bf16_bits<A>(hi);
 #if XSIMD_WITH_AVX512BW
-    if constexpr (detail::is_avx512<A>) _mm512_storeu_si512(p, _mm512_packus_epi32(a, b));
+    if constexpr (detail::is_avx512<A>) detail::put512<Stream>(p, _mm512_packus_epi32(a, b));
     else
 #endif
 #if XSIMD_WITH_AVX2
-    if constexpr (detail::is_avx2<A>) _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_packus_epi32(a, b));
+    if constexpr (detail::is_avx2<A>) detail::put256<Stream>(p, _mm256_packus_epi32(a, b));
     else
 #endif
 #if XSIMD_WITH_SSE4_1
-    if constexpr (detail::is_sse2<A>) _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm_packus_epi32(a, b));
+    if constexpr (detail::is_sse2<A>) detail::put128<Stream>(p, _mm_packus_epi32(a, b));
     else
 #endif
 #if XSIMD_WITH_SSE2
     if constexpr (detail::is_sse2<A>) {
         const __m128i bias = _mm_set1_epi32(0x8000);
         const __m128i s = _mm_packs_epi32(_mm_sub_epi32(a, bias), _mm_sub_epi32(b, bias));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm_xor_si128(s, _mm_set1_epi16(static_cast<short>(0x8000))));
+        detail::put128<Stream>(p, _mm_xor_si128(s, _mm_set1_epi16(static_cast<short>(0x8000))));
     } else
 #endif
     {
-        detail::narrow_u16<A>(p, a);
-        detail::narrow_u16<A>(p + fbatch<A>::size, b);
+        detail::narrow_u16<Stream>(p, a);
+        detail::narrow_u16<Stream>(p + fbatch<A>::size, b);
     }
 }
 
@@ -230,7 +277,7 @@ template <class A = arch> fbatch<A> load_f16_soft(const std::uint16_t* p) noexce
 }
 
 /// f32 -> f16 with integer operations only (no F16C), round to nearest even.
-template <class A = arch> void store_f16_soft(std::uint16_t* p, const fbatch<A>& x) noexcept {
+template <bool Stream = false, class A = arch> void store_f16_soft(std::uint16_t* p, const fbatch<A>& x) noexcept {
     using U = ubatch<A>;
     const U u = detail::as_bits<A>(x);
     const U sign = (u >> 16) & U(0x8000u);
@@ -240,7 +287,7 @@ template <class A = arch> void store_f16_soft(std::uint16_t* p, const fbatch<A>&
     U r = xsimd::select(a < U(0x38800000u), sub, normal);
     r = xsimd::select(a >= U(0x477FF000u), U(0x7C00u), r);
     r = xsimd::select(a > U(0x7F800000u), U(0x7E00u) | ((a >> 13) & U(0x3FFu)), r);
-    detail::narrow_u16<A>(p, r | sign);
+    detail::narrow_u16<Stream>(p, r | sign);
 }
 
 template <class A = arch> fbatch<A> load_f16(const std::uint16_t* p) noexcept {
@@ -259,23 +306,54 @@ template <class A = arch> fbatch<A> load_f16(const std::uint16_t* p) noexcept {
     return load_f16_soft<A>(p);
 }
 
-template <class A = arch> void store_f16(std::uint16_t* p, const fbatch<A>& x) noexcept {
+template <bool Stream = false, class A = arch> void store_f16(std::uint16_t* p, const fbatch<A>& x) noexcept {
 #if defined(__F16C__)
     constexpr int rne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
 #endif
 #if defined(__F16C__) && XSIMD_WITH_AVX512F
-    if constexpr (detail::is_avx512<A>) _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(x, rne));
+    if constexpr (detail::is_avx512<A>) detail::put256<Stream>(p, _mm512_cvtps_ph(x, rne));
     else
 #endif
 #if defined(__F16C__) && XSIMD_WITH_AVX
-    if constexpr (detail::is_avx<A>) _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(x, rne));
+    if constexpr (detail::is_avx<A>) detail::put128<Stream>(p, _mm256_cvtps_ph(x, rne));
     else
 #endif
 #if defined(__F16C__) && XSIMD_WITH_SSE2
-    if constexpr (detail::is_sse2<A>) _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_cvtps_ph(x, rne));
+    if constexpr (detail::is_sse2<A>) detail::put64<Stream>(p, _mm_cvtps_ph(x, rne));
     else
 #endif
-    store_f16_soft<A>(p, x);
+    store_f16_soft<Stream>(p, x);
+}
+
+// --- f32 -> f64 ---------------------------------------------------------------------------------
+
+template <class A = arch> using dbatch = xsimd::batch<double, A>;
+
+/// The f32 lanes of x widened to f64: lanes [0, size/2) in the first batch, the rest in the second.
+template <class A = arch> std::pair<dbatch<A>, dbatch<A>> widen_f64(const fbatch<A>& x) noexcept {
+#if XSIMD_WITH_AVX512F
+    if constexpr (detail::is_avx512<A>)
+        return {dbatch<A>(_mm512_cvtps_pd(_mm512_castps512_ps256(x))),
+                dbatch<A>(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1))))};
+    else
+#endif
+#if XSIMD_WITH_AVX
+    if constexpr (detail::is_avx<A>)
+        return {dbatch<A>(_mm256_cvtps_pd(_mm256_castps256_ps128(x))), dbatch<A>(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)))};
+    else
+#endif
+#if XSIMD_WITH_SSE2
+    if constexpr (detail::is_sse2<A>) return {dbatch<A>(_mm_cvtps_pd(x)), dbatch<A>(_mm_cvtps_pd(_mm_movehl_ps(x, x)))};
+    else
+#endif
+    {
+        constexpr std::size_t H = dbatch<A>::size;
+        alignas(64) float f[2 * H];
+        alignas(64) double d[2 * H];
+        x.store_aligned(f);
+        for (std::size_t i = 0; i < 2 * H; ++i) d[i] = f[i];
+        return {dbatch<A>::load_aligned(d), dbatch<A>::load_aligned(d + H)};
+    }
 }
 
 // --- by dtype ------------------------------------------------------------------------------------
@@ -288,12 +366,21 @@ template <dtype D, class A = arch> fbatch<A> load(const std::byte* base, std::si
     else return load_f16<A>(reinterpret_cast<const std::uint16_t*>(base) + i);
 }
 
-/// Stores size() elements at element `i`, rounding to nearest even.
-template <dtype D, class A = arch> void store(std::byte* base, std::size_t i, const fbatch<A>& x) noexcept {
+/// Stores size() elements at element `i`, rounding to nearest even. With Stream the store is
+/// non-temporal and the address must be aligned to the stored width.
+template <dtype D, bool Stream = false, class A = arch> void store(std::byte* base, std::size_t i, const fbatch<A>& x) noexcept {
     static_assert(D == dtype::f32 || D == dtype::bf16 || D == dtype::f16, "SIMD store: f32, bf16 or f16");
-    if constexpr (D == dtype::f32) x.store_unaligned(reinterpret_cast<float*>(base) + i);
-    else if constexpr (D == dtype::bf16) store_bf16<A>(reinterpret_cast<std::uint16_t*>(base) + i, x);
-    else store_f16<A>(reinterpret_cast<std::uint16_t*>(base) + i, x);
+    if constexpr (D == dtype::f32) detail::put_f32<Stream>(reinterpret_cast<float*>(base) + i, x);
+    else if constexpr (D == dtype::bf16) store_bf16<Stream>(reinterpret_cast<std::uint16_t*>(base) + i, x);
+    else store_f16<Stream>(reinterpret_cast<std::uint16_t*>(base) + i, x);
+}
+
+/// Elements to handle one by one from element `first` of a buffer of `elem`-byte elements before
+/// its address is 64-byte aligned; SIZE_MAX if it never will be (a misaligned element).
+inline std::size_t elements_to_alignment(const std::byte* base, std::size_t first, std::size_t elem) noexcept {
+    const auto addr = reinterpret_cast<std::uintptr_t>(base + first * elem);
+    if (addr % elem) return SIZE_MAX;
+    return ((64 - addr % 64) % 64) / elem;
 }
 
 /// Converts n elements of a float-kind tensor to f32 (SIMD body, scalar tail).
@@ -309,12 +396,25 @@ inline void to_f32(dtype t, const std::byte* src, std::size_t first, std::size_t
     for (; i < n; ++i) dst[i] = load_as_f32(t, src, first + i);
 }
 
-/// Converts n f32 values into a float-kind tensor starting at element `first`.
-inline void from_f32(dtype t, const float* src, std::size_t n, std::byte* dst, std::size_t first) noexcept {
+/// Converts n f32 values into a float-kind tensor starting at element `first`. With `stream`,
+/// stores bypass the caches (after a scalar run up to 64-byte alignment).
+inline void from_f32(dtype t, const float* src, std::size_t n, std::byte* dst, std::size_t first, bool stream = false) noexcept {
     constexpr std::size_t W = simd_width;
     std::size_t i = 0;
+    if (stream && simd_dtype_of(t)) {
+        const std::size_t peel = elements_to_alignment(dst, first, bits_of(t) / 8);
+        if (peel != SIZE_MAX) {
+            for (; i < std::min(peel, n); ++i) store_from_f32(t, dst, first + i, src[i]);
+            switch (t) {
+            case dtype::f32: for (; i + W <= n; i += W) store<dtype::f32, true>(dst, first + i, fbatch<>::load_unaligned(src + i)); break;
+            case dtype::bf16: for (; i + W <= n; i += W) store<dtype::bf16, true>(dst, first + i, fbatch<>::load_unaligned(src + i)); break;
+            default: for (; i + W <= n; i += W) store<dtype::f16, true>(dst, first + i, fbatch<>::load_unaligned(src + i)); break;
+            }
+            detail::stream_fence();
+        }
+    }
     switch (t) {
-    case dtype::f32: if (n) std::memcpy(dst + 4 * first, src, 4 * n); return;
+    case dtype::f32: if (n > i) std::memcpy(dst + 4 * (first + i), src + i, 4 * (n - i)); return;
     case dtype::bf16: for (; i + W <= n; i += W) store<dtype::bf16>(dst, first + i, fbatch<>::load_unaligned(src + i)); break;
     case dtype::f16: for (; i + W <= n; i += W) store<dtype::f16>(dst, first + i, fbatch<>::load_unaligned(src + i)); break;
     default: break;
@@ -323,4 +423,23 @@ inline void from_f32(dtype t, const float* src, std::size_t n, std::byte* dst, s
 }
 
 } // namespace backend::cpu
+
+/// SIMD batches work with the expression nodes through the same lane_ops as float.
+template <class A> struct lane_ops<xsimd::batch<float, A>> {
+    using B = xsimd::batch<float, A>;
+    static B fma(const B& a, const B& b, const B& c) noexcept { return xsimd::fma(a, b, c); }
+    static B abs(const B& a) noexcept { return xsimd::abs(a); }
+    static B small_indicator(const B& a, float tol) noexcept {
+        const auto small = xsimd::abs(a) <= B(tol); // NaN compares false
+        if constexpr (!backend::cpu::detail::is_avx512<A> &&
+                      (backend::cpu::detail::is_avx<A> || backend::cpu::detail::is_sse2<A>)) {
+            // SSE/AVX masks are float registers of all-ones lanes: AND with 1.0f beats a blend.
+            return B(1.0f) & B(static_cast<typename B::register_type>(small));
+        } else {
+            return xsimd::select(small, B(1.0f), B(0.0f)); // AVX-512 masks are k-registers
+        }
+    }
+    static B broadcast(float s) noexcept { return B(s); }
+};
+
 } // namespace skillvec

@@ -14,17 +14,32 @@
 
 #include <skillvec/backend/cpu/convert.hpp>
 #include <skillvec/core/dtype.hpp>
+#include <skillvec/core/tensor_view.hpp>
 #include <skillvec/detail/thread_pool.hpp>
 
 #include <algorithm>
 #include <array>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
+#include <fstream>
+#include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
+
 namespace skillvec {
+
+/// How results are written.
+enum class store_policy {
+    automatic, ///< streaming when a tensor's inputs and output together exceed the last-level cache
+    cached,    ///< always ordinary stores (the result stays in cache for whoever reads it next)
+    streaming  ///< always non-temporal stores (except in place, where the lines are already cached)
+};
 
 /// The CPU backend: SIMD (xsimd, compile-time architecture) on a persistent thread pool.
 struct cpu_backend {
@@ -32,6 +47,9 @@ struct cpu_backend {
     unsigned threads = 0;
     /// false selects the scalar fallback, the reference the SIMD kernels are tested against.
     bool simd = true;
+    /// Non-temporal stores skip the read that writing a line not in cache costs: about a fifth of
+    /// the traffic of t + l*(a - b) when nothing fits in cache.
+    store_policy stores = store_policy::automatic;
 };
 
 /// `evaluate(expr, sink, skillvec::cpu)`: all threads, SIMD.
@@ -47,11 +65,48 @@ inline constexpr std::size_t reduce_block = std::size_t{1} << 14;
 /// Smallest share of an element-wise tensor worth a thread of its own.
 inline constexpr std::size_t parallel_grain = std::size_t{1} << 15;
 
-[[nodiscard]] constexpr bool simd_dtype(dtype t) noexcept {
-    return t == dtype::f32 || t == dtype::bf16 || t == dtype::f16;
+/// Size of the last-level cache. Linux's sysfs first: it is what this machine (a VM included)
+/// really has, where CPUID as read by glibc's sysconf may report the host's (seen: 256 MiB for a
+/// 32 MiB L3). Then sysconf; then 32 MiB.
+[[nodiscard]] inline std::size_t last_level_cache_bytes() {
+    static const std::size_t bytes = [] {
+        std::size_t best = 0;
+        int best_level = 0;
+        for (int i = 0; i < 16; ++i) {
+            const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
+            std::ifstream level_f(dir + "level"), size_f(dir + "size"), type_f(dir + "type");
+            int level = 0;
+            std::string size, type;
+            if (!(level_f >> level) || !(size_f >> size)) break;
+            type_f >> type;
+            if (type == "Instruction" || size.empty()) continue;
+            std::size_t value = 0, pos = 0;
+            try {
+                value = std::stoull(size, &pos);
+            } catch (...) {
+                continue;
+            }
+            const char unit = pos < size.size() ? size[pos] : 'B';
+            value <<= unit == 'K' ? 10 : unit == 'M' ? 20 : unit == 'G' ? 30 : 0;
+            if (level > best_level) {
+                best_level = level;
+                best = value;
+            }
+        }
+        long b = 0;
+#if defined(_SC_LEVEL3_CACHE_SIZE)
+        if (!best) {
+            b = sysconf(_SC_LEVEL3_CACHE_SIZE);
+            if (b <= 0) b = sysconf(_SC_LEVEL2_CACHE_SIZE);
+        }
+#endif
+        if (!best && b > 0) best = static_cast<std::size_t>(b);
+        return best ? best : std::size_t{32} << 20;
+    }();
+    return bytes;
 }
 
-/// Calls f(std::integral_constant<dtype, D>{}) for D = t (t must satisfy simd_dtype).
+/// Calls f(std::integral_constant<dtype, D>{}) for D = t (t must satisfy simd_dtype_of).
 template <class F> decltype(auto) with_simd_dtype(dtype t, F&& f) {
     switch (t) {
     case dtype::bf16: return f(std::integral_constant<dtype, dtype::bf16>{});
@@ -62,30 +117,38 @@ template <class F> decltype(auto) with_simd_dtype(dtype t, F&& f) {
 
 // --- element-wise ----------------------------------------------------------------------------
 
-/// out[i] = e(in_0[i], ..., in_L-1[i]) for i in [begin, end); all inputs of dtype In.
-template <dtype In, dtype Out, class E>
+/// out[i] = e(in_0[i], ..., in_L-1[i]) for i in [begin, end); all inputs of dtype In. With Stream,
+/// the output is written with non-temporal stores after a scalar run up to 64-byte alignment.
+template <dtype In, dtype Out, bool Stream, class E>
 void simd_map(const E& e, const std::byte* const* in, std::byte* out, std::size_t begin, std::size_t end) {
     constexpr std::size_t L = E::arity, W = simd_width;
+    auto scalar = [&](std::size_t i) {
+        std::array<float, L> x;
+        for (std::size_t k = 0; k < L; ++k) x[k] = load_as_f32(In, in[k], i);
+        store_from_f32(Out, out, i, e.template eval<0>(x));
+    };
     std::size_t i = begin;
+    if constexpr (Stream) {
+        const std::size_t peel = elements_to_alignment(out, begin, bits_of(Out) / 8);
+        if (peel == SIZE_MAX) return simd_map<In, Out, false>(e, in, out, begin, end); // cannot align
+        for (const std::size_t stop = std::min(end, begin + peel); i < stop; ++i) scalar(i);
+    }
     if constexpr (In == dtype::bf16 && Out == dtype::bf16) {
         // bf16 -> bf16 (PaST on bf16 checkpoints): pair order, see load_bf16_pair.
         for (; i + 2 * W <= end; i += 2 * W) {
             std::array<fbatch<>, L> lo, hi;
             for (std::size_t k = 0; k < L; ++k)
                 std::tie(lo[k], hi[k]) = load_bf16_pair(reinterpret_cast<const std::uint16_t*>(in[k]) + i);
-            store_bf16_pair(reinterpret_cast<std::uint16_t*>(out) + i, e.template eval<0>(lo), e.template eval<0>(hi));
+            store_bf16_pair<Stream>(reinterpret_cast<std::uint16_t*>(out) + i, e.template eval<0>(lo), e.template eval<0>(hi));
         }
     }
     for (; i + W <= end; i += W) {
         std::array<fbatch<>, L> x;
         for (std::size_t k = 0; k < L; ++k) x[k] = load<In>(in[k], i);
-        store<Out>(out, i, e.template eval<0>(x));
+        store<Out, Stream>(out, i, e.template eval<0>(x));
     }
-    for (; i < end; ++i) {
-        std::array<float, L> x;
-        for (std::size_t k = 0; k < L; ++k) x[k] = load_as_f32(In, in[k], i);
-        store_from_f32(Out, out, i, e.template eval<0>(x));
-    }
+    if constexpr (Stream) detail::stream_fence();
+    for (; i < end; ++i) scalar(i);
 }
 
 /// The scalar reference: f32 in, f32 out, one element at a time.
@@ -108,7 +171,7 @@ inline void scalar_from_f32(dtype t, const float* src, std::size_t n, std::byte*
 /// Any float dtypes, through L1-resident f32 tiles.
 template <class E>
 void tiled_map(const E& e, const dtype* in_t, const std::byte* const* in, dtype out_t, std::byte* out,
-               std::size_t begin, std::size_t end, bool simd) {
+               std::size_t begin, std::size_t end, bool simd, bool stream) {
     constexpr std::size_t L = E::arity;
     alignas(64) float buf[L][tile];
     alignas(64) float obuf[tile];
@@ -128,12 +191,13 @@ void tiled_map(const E& e, const dtype* in_t, const std::byte* const* in, dtype 
         if (simd) {
             const std::byte* pb[L];
             for (std::size_t k = 0; k < L; ++k) pb[k] = reinterpret_cast<const std::byte*>(p[k]);
-            simd_map<dtype::f32, dtype::f32>(e, pb, reinterpret_cast<std::byte*>(o), 0, n);
+            if (stream && out_t == dtype::f32) simd_map<dtype::f32, dtype::f32, true>(e, pb, reinterpret_cast<std::byte*>(o), 0, n);
+            else simd_map<dtype::f32, dtype::f32, false>(e, pb, reinterpret_cast<std::byte*>(o), 0, n);
         } else {
             scalar_map(e, p, o, n);
         }
         if (out_t != dtype::f32) {
-            if (simd) from_f32(out_t, obuf, n, out, t0);
+            if (simd) from_f32(out_t, obuf, n, out, t0, stream);
             else scalar_from_f32(out_t, obuf, n, out, t0);
         }
     }
@@ -142,83 +206,121 @@ void tiled_map(const E& e, const dtype* in_t, const std::byte* const* in, dtype 
 /// Evaluates elements [begin, end) of one tensor, choosing the uniform or the tiled path.
 template <class E>
 void map_range(const E& e, const dtype* in_t, const std::byte* const* in, dtype out_t, std::byte* out,
-               std::size_t begin, std::size_t end, bool simd) {
-    bool uniform = simd && simd_dtype(out_t) && simd_dtype(in_t[0]);
+               std::size_t begin, std::size_t end, bool simd, bool stream) {
+    bool uniform = simd && simd_dtype_of(out_t) && simd_dtype_of(in_t[0]);
     for (std::size_t k = 1; k < E::arity && uniform; ++k) uniform = in_t[k] == in_t[0];
     if (uniform) {
         with_simd_dtype(in_t[0], [&](auto in_c) {
-            with_simd_dtype(out_t, [&](auto out_c) { simd_map<decltype(in_c)::value, decltype(out_c)::value>(e, in, out, begin, end); });
+            with_simd_dtype(out_t, [&](auto out_c) {
+                constexpr dtype I = decltype(in_c)::value, O = decltype(out_c)::value;
+                if (stream) simd_map<I, O, true>(e, in, out, begin, end);
+                else simd_map<I, O, false>(e, in, out, begin, end);
+            });
         });
     } else {
-        tiled_map(e, in_t, in, out_t, out, begin, end, simd);
+        tiled_map(e, in_t, in, out_t, out, begin, end, simd, stream);
     }
 }
 
 /// Evaluates a whole tensor of n elements, split into contiguous ranges across threads.
+/// `in_place` says the output buffer is one of the inputs (then streaming stores never pay).
 template <class E>
 void map_tensor(const E& e, const dtype* in_t, const std::byte* const* in, dtype out_t, std::byte* out,
-                std::size_t n, const cpu_backend& be) {
+                std::size_t n, const cpu_backend& be, bool in_place) {
     if (n == 0) return;
+    std::size_t touched = byte_size(out_t, n);
+    for (std::size_t k = 0; k < E::arity; ++k) touched += byte_size(in_t[k], n);
+    const bool stream = be.simd && !in_place &&
+                        (be.stores == store_policy::streaming ||
+                         (be.stores == store_policy::automatic && touched > last_level_cache_bytes()));
     auto& pool = skillvec::detail::default_pool();
     const unsigned threads = be.threads == 0 ? pool.size() : be.threads;
     const std::size_t tasks = std::min<std::size_t>(threads, (n + parallel_grain - 1) / parallel_grain);
     if (tasks <= 1) {
-        map_range(e, in_t, in, out_t, out, 0, n, be.simd);
+        map_range(e, in_t, in, out_t, out, 0, n, be.simd, stream);
         return;
     }
     // Range boundaries on 64-element multiples keep every thread's output cache-line aligned.
     const std::size_t chunk = ((n + tasks - 1) / tasks + 63) / 64 * 64;
     pool.run(tasks, [&](std::size_t t) {
         const std::size_t b = t * chunk, end = std::min(n, b + chunk);
-        if (b < end) map_range(e, in_t, in, out_t, out, b, end, be.simd);
+        if (b < end) map_range(e, in_t, in, out_t, out, b, end, be.simd, stream);
     }, threads);
 }
 
 // --- reductions ------------------------------------------------------------------------------
 
+/// Loads the batches at elements i and i + W of every leaf into x0 and x1 (bf16 in pair order,
+/// which a sum does not mind).
+template <dtype In, std::size_t L>
+void load_two(const std::byte* const* in, std::size_t i, std::array<fbatch<>, L>& x0, std::array<fbatch<>, L>& x1) {
+    for (std::size_t k = 0; k < L; ++k) {
+        if constexpr (In == dtype::bf16) {
+            std::tie(x0[k], x1[k]) = load_bf16_pair(reinterpret_cast<const std::uint16_t*>(in[k]) + i);
+        } else {
+            x0[k] = load<In>(in[k], i);
+            x1[k] = load<In>(in[k], i + simd_width);
+        }
+    }
+}
+
 /// Accumulates elements [begin, end) into acc[0 .. R::accumulators), all inputs of dtype In.
-/// Two sets of f32 SIMD accumulators (to hide FMA latency) are flushed to f64 every
-/// `flush_every` steps, lane by lane in a fixed order; the tail is summed in f64 directly.
+/// Independent sets of f32 SIMD accumulators hide the FMA latency (with one set the loop is
+/// latency-bound, below memory speed even on one core): 4 sets, or 2 when a reduction has three
+/// accumulators, so that everything stays in 16 registers. The sets are locals of one window of
+/// `window` steps, after which they are widened into f64 SIMD accumulators; the f64 lanes are
+/// summed once at the end in a fixed order. The tail is summed in f64 directly.
 template <dtype In, class R>
 void simd_reduce(const R& r, const std::byte* const* in, std::size_t begin, std::size_t end, double* acc) {
     constexpr std::size_t L = R::arity, K = R::accumulators, W = simd_width;
-    constexpr int flush_every = 8; // each f32 lane sums 8 terms before f64: error ~ u * sqrt(8)
+    constexpr std::size_t sets = K >= 3 ? 2 : 4, step = sets * W;
+    constexpr std::size_t window = 16; // each f32 lane sums 16 terms before f64: error ~ u * sqrt(16)
     using B = fbatch<>;
-    std::array<B, K> a0, a1;
-    a0.fill(B(0.0f));
-    a1.fill(B(0.0f));
-    auto flush = [&] {
-        alignas(64) float l0[W], l1[W];
+    using D = dbatch<>;
+    std::array<D, K> d_lo, d_hi;
+    d_lo.fill(D(0.0));
+    d_hi.fill(D(0.0));
+    auto add_wide = [&](const std::array<B, K>& a) {
         for (std::size_t k = 0; k < K; ++k) {
-            a0[k].store_aligned(l0);
-            a1[k].store_aligned(l1);
-            double s = 0;
-            for (std::size_t w = 0; w < W; ++w) s += static_cast<double>(l0[w]) + static_cast<double>(l1[w]);
-            acc[k] += s;
-            a0[k] = B(0.0f);
-            a1[k] = B(0.0f);
+            const auto [lo, hi] = widen_f64(a[k]);
+            d_lo[k] = d_lo[k] + lo;
+            d_hi[k] = d_hi[k] + hi;
         }
     };
     std::size_t i = begin;
-    int steps = 0;
-    for (; i + 2 * W <= end; i += 2 * W) {
-        std::array<B, L> x0, x1;
-        for (std::size_t k = 0; k < L; ++k) {
-            if constexpr (In == dtype::bf16) { // lane order is irrelevant to a sum
-                std::tie(x0[k], x1[k]) = load_bf16_pair(reinterpret_cast<const std::uint16_t*>(in[k]) + i);
-            } else {
-                x0[k] = load<In>(in[k], i);
-                x1[k] = load<In>(in[k], i + W);
+    while (i + step <= end) {
+        const std::size_t stop = std::min(i + window * step, begin + (end - begin) / step * step);
+        std::array<B, K> a0, a1, a2, a3;
+        a0.fill(B(0.0f));
+        a1.fill(B(0.0f));
+        a2.fill(B(0.0f));
+        a3.fill(B(0.0f));
+        for (; i < stop; i += step) {
+            std::array<B, L> x0, x1;
+            load_two<In>(in, i, x0, x1);
+            r.accumulate(a0, x0);
+            r.accumulate(a1, x1);
+            if constexpr (sets == 4) {
+                load_two<In>(in, i + 2 * W, x0, x1);
+                r.accumulate(a2, x0);
+                r.accumulate(a3, x1);
             }
         }
-        r.accumulate(a0, x0);
-        r.accumulate(a1, x1);
-        if (++steps == flush_every) {
-            flush();
-            steps = 0;
+        add_wide(a0);
+        add_wide(a1);
+        if constexpr (sets == 4) {
+            add_wide(a2);
+            add_wide(a3);
         }
     }
-    if (steps) flush();
+    for (std::size_t k = 0; k < K; ++k) {
+        alignas(64) double lanes[2 * D::size];
+        d_lo[k].store_aligned(lanes);
+        d_hi[k].store_aligned(lanes + D::size);
+        double sum = 0;
+        for (double l : lanes) sum += l;
+        acc[k] += sum;
+    }
     for (; i < end; ++i) {
         std::array<float, L> x;
         for (std::size_t k = 0; k < L; ++k) x[k] = load_as_f32(In, in[k], i);
@@ -259,7 +361,7 @@ void tiled_reduce(const R& r, const dtype* in_t, const std::byte* const* in, std
 template <class R>
 void reduce_range(const R& r, const dtype* in_t, const std::byte* const* in, std::size_t begin, std::size_t end,
                   double* acc, bool simd) {
-    bool uniform = simd && simd_dtype(in_t[0]);
+    bool uniform = simd && simd_dtype_of(in_t[0]);
     for (std::size_t k = 1; k < R::arity && uniform; ++k) uniform = in_t[k] == in_t[0];
     if (uniform) with_simd_dtype(in_t[0], [&](auto in_c) { simd_reduce<decltype(in_c)::value>(r, in, begin, end, acc); });
     else tiled_reduce(r, in_t, in, begin, end, acc, simd);
