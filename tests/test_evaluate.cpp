@@ -550,3 +550,24 @@ TEST_CASE("prepare binds once; run evaluates as often as asked and sees new valu
     other.add("x", dtype::f32, {1});
     CHECK_THROWS_AS(prepare(weights(t) - weights(other)), binding_error);
 }
+
+TEST_CASE("a 16-bit model plus f32 vectors is converted in registers and matches the scalar fallback", "[evaluate][simd][mixed]") {
+    for (dtype d : {dtype::bf16, dtype::f16}) {
+        for (std::uint64_t n : {5u, 64u, 1001u, 70001u}) {
+            const auto t = test::random_store("t", {{"w", d, {n}}}, 1), u = test::random_store("u", {{"w", d, {n}}}, 2);
+            const auto v = test::random_store("v", {{"w", dtype::f32, {n}}}, 3), w = test::random_store("w", {{"w", dtype::f32, {n}}}, 4);
+            const eval_options mixed{.allow_mixed_float_dtypes = true};
+            auto check = [&](const auto& e) {
+                INFO(name_of(d) << " n=" << n << " " << describe(e));
+                const auto want = materialize(e, cpu_backend{.simd = false}, mixed);
+                REQUIRE(want.at("w").type == d);
+                for (auto stores : {store_policy::cached, store_policy::streaming})
+                    REQUIRE(test::same_bits(materialize(e, cpu_backend{.stores = stores}, mixed).at("w"), want.at("w")));
+            };
+            check(inject(weights(t), delta(v), 0.5f));                                  // leaves d, f32
+            check(weights(t) + 0.5f * delta(v) - 0.25f * delta(w));                   // d, f32, f32
+            check(weights(t) + 0.5f * (weights(u) - weights(t)) + 2.0f * delta(v));   // d, d, d, f32
+            check(weights(t) + (delta(v) + delta(w)) + 0.125f * (weights(u) - weights(t))); // 5 leaves: tiled
+        }
+    }
+}

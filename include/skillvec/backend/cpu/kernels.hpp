@@ -117,23 +117,41 @@ template <class F> decltype(auto) with_simd_dtype(dtype t, F&& f) {
 
 // --- element-wise ----------------------------------------------------------------------------
 
-/// out[i] = e(in_0[i], ..., in_L-1[i]) for i in [begin, end); all inputs of dtype In. With Stream,
-/// the output is written with non-temporal stores after a scalar run up to 64-byte alignment.
-template <dtype In, dtype Out, bool Stream, class E>
+/// Calls f(std::integral_constant<std::size_t, K>{}) for K in [0, N): loops over leaves whose
+/// dtype is a compile-time function of the leaf index.
+template <std::size_t N, class F> void unroll(F&& f) {
+    [&]<std::size_t... K>(std::index_sequence<K...>) { (f(std::integral_constant<std::size_t, K>{}), ...); }(std::make_index_sequence<N>{});
+}
+
+/// Leaf dtypes of an in-register kernel: all D ...
+template <dtype D> struct uniform_leaves {
+    static constexpr dtype of(std::size_t) noexcept { return D; }
+    static constexpr bool bf16_pairs = D == dtype::bf16; ///< pair order possible (see load_bf16_pair)
+};
+/// ... or D with the leaves whose bit is set in Mask in f32 (a model plus saved f32 skill vectors).
+template <dtype D, unsigned Mask> struct mixed_leaves {
+    static constexpr dtype of(std::size_t k) noexcept { return (Mask >> k) & 1u ? dtype::f32 : D; }
+    static constexpr bool bf16_pairs = false; // f32 leaves load in element order
+};
+
+/// out[i] = e(in_0[i], ..., in_L-1[i]) for i in [begin, end), leaf k of dtype Leaves::of(k),
+/// converted in registers. With Stream, the output is written with non-temporal stores after a
+/// scalar run up to 64-byte alignment.
+template <class Leaves, dtype Out, bool Stream, class E>
 void simd_map(const E& e, const std::byte* const* in, std::byte* out, std::size_t begin, std::size_t end) {
     constexpr std::size_t L = E::arity, W = simd_width;
     auto scalar = [&](std::size_t i) {
         std::array<float, L> x;
-        for (std::size_t k = 0; k < L; ++k) x[k] = load_as_f32(In, in[k], i);
+        for (std::size_t k = 0; k < L; ++k) x[k] = load_as_f32(Leaves::of(k), in[k], i);
         store_from_f32(Out, out, i, e.template eval<0>(x));
     };
     std::size_t i = begin;
     if constexpr (Stream) {
         const std::size_t peel = elements_to_alignment(out, begin, bits_of(Out) / 8);
-        if (peel == SIZE_MAX) return simd_map<In, Out, false>(e, in, out, begin, end); // cannot align
+        if (peel == SIZE_MAX) return simd_map<Leaves, Out, false>(e, in, out, begin, end); // cannot align
         for (const std::size_t stop = std::min(end, begin + peel); i < stop; ++i) scalar(i);
     }
-    if constexpr (In == dtype::bf16 && Out == dtype::bf16) {
+    if constexpr (Leaves::bf16_pairs && Out == dtype::bf16) {
         // bf16 -> bf16 (PaST on bf16 checkpoints): pair order, see load_bf16_pair.
         for (; i + 2 * W <= end; i += 2 * W) {
             std::array<fbatch<>, L> lo, hi;
@@ -144,7 +162,7 @@ void simd_map(const E& e, const std::byte* const* in, std::byte* out, std::size_
     }
     for (; i + W <= end; i += W) {
         std::array<fbatch<>, L> x;
-        for (std::size_t k = 0; k < L; ++k) x[k] = load<In>(in[k], i);
+        unroll<L>([&](auto k) { x[k] = load<Leaves::of(k)>(in[k], i); });
         store<Out, Stream>(out, i, e.template eval<0>(x));
     }
     if constexpr (Stream) detail::stream_fence();
@@ -191,8 +209,9 @@ void tiled_map(const E& e, const dtype* in_t, const std::byte* const* in, dtype 
         if (simd) {
             const std::byte* pb[L];
             for (std::size_t k = 0; k < L; ++k) pb[k] = reinterpret_cast<const std::byte*>(p[k]);
-            if (stream && out_t == dtype::f32) simd_map<dtype::f32, dtype::f32, true>(e, pb, reinterpret_cast<std::byte*>(o), 0, n);
-            else simd_map<dtype::f32, dtype::f32, false>(e, pb, reinterpret_cast<std::byte*>(o), 0, n);
+            using f32_leaves = uniform_leaves<dtype::f32>;
+            if (stream && out_t == dtype::f32) simd_map<f32_leaves, dtype::f32, true>(e, pb, reinterpret_cast<std::byte*>(o), 0, n);
+            else simd_map<f32_leaves, dtype::f32, false>(e, pb, reinterpret_cast<std::byte*>(o), 0, n);
         } else {
             scalar_map(e, p, o, n);
         }
@@ -203,23 +222,54 @@ void tiled_map(const E& e, const dtype* in_t, const std::byte* const* in, dtype 
     }
 }
 
-/// Evaluates elements [begin, end) of one tensor, choosing the uniform or the tiled path.
+/// Leaves that can take the mixed in-register path: up to this many.
+inline constexpr std::size_t max_mixed_leaves = 4;
+
+/// Evaluates elements [begin, end) of one tensor: in registers when all leaves share a dtype, or
+/// when the output and leaf 0 share a 16-bit dtype and the other leaves are that or f32 (a bf16
+/// model plus f32 skill vectors); through f32 tiles otherwise.
 template <class E>
 void map_range(const E& e, const dtype* in_t, const std::byte* const* in, dtype out_t, std::byte* out,
                std::size_t begin, std::size_t end, bool simd, bool stream) {
+    constexpr std::size_t L = E::arity;
     bool uniform = simd && simd_dtype_of(out_t) && simd_dtype_of(in_t[0]);
-    for (std::size_t k = 1; k < E::arity && uniform; ++k) uniform = in_t[k] == in_t[0];
+    for (std::size_t k = 1; k < L && uniform; ++k) uniform = in_t[k] == in_t[0];
     if (uniform) {
         with_simd_dtype(in_t[0], [&](auto in_c) {
             with_simd_dtype(out_t, [&](auto out_c) {
-                constexpr dtype I = decltype(in_c)::value, O = decltype(out_c)::value;
-                if (stream) simd_map<I, O, true>(e, in, out, begin, end);
-                else simd_map<I, O, false>(e, in, out, begin, end);
+                using leaves = uniform_leaves<decltype(in_c)::value>;
+                constexpr dtype O = decltype(out_c)::value;
+                if (stream) simd_map<leaves, O, true>(e, in, out, begin, end);
+                else simd_map<leaves, O, false>(e, in, out, begin, end);
             });
         });
-    } else {
-        tiled_map(e, in_t, in, out_t, out, begin, end, simd, stream);
+        return;
     }
+    if constexpr (L <= max_mixed_leaves) {
+        const dtype d = in_t[0];
+        bool mixed = simd && out_t == d && (d == dtype::bf16 || d == dtype::f16);
+        unsigned mask = 0;
+        for (std::size_t k = 1; k < L && mixed; ++k) {
+            mixed = in_t[k] == d || in_t[k] == dtype::f32;
+            if (in_t[k] == dtype::f32) mask |= 1u << k;
+        }
+        if (mixed) {
+            // One instantiation per D in {bf16, f16} and non-zero mask with bit 0 clear (leaf 0 has
+            // the output's dtype; mask 0 is the uniform case).
+            auto run = [&]<dtype D, unsigned Mask>() {
+                if (stream) simd_map<mixed_leaves<D, Mask>, D, true>(e, in, out, begin, end);
+                else simd_map<mixed_leaves<D, Mask>, D, false>(e, in, out, begin, end);
+            };
+            [&]<std::size_t... M>(std::index_sequence<M...>) {
+                (void)((mask == 2 * (M + 1) && (d == dtype::bf16 ? run.template operator()<dtype::bf16, 2 * (M + 1)>()
+                                                                : run.template operator()<dtype::f16, 2 * (M + 1)>(),
+                                                 true)) ||
+                       ...);
+            }(std::make_index_sequence<(std::size_t{1} << (L - 1)) - 1>{});
+            return;
+        }
+    }
+    tiled_map(e, in_t, in, out_t, out, begin, end, simd, stream);
 }
 
 /// Evaluates a whole tensor of n elements, split into contiguous ranges across threads.
