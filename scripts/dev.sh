@@ -19,7 +19,7 @@ clang_build="${CLANG_BUILD_DIR:-$root/build-clang}"
 jobs="${JOBS:-$(nproc)}"
 
 # Debian 12 packages skillvec builds against; versions are pinned in cmake/skillvecDependencies.cmake.
-packages=(cmake g++ clang make libxtensor-dev libxsimd-dev catch2 libbenchmark-dev)
+packages=(cmake g++ clang make python3 libxtensor-dev libxsimd-dev catch2 libbenchmark-dev)
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
@@ -73,8 +73,8 @@ test_all() {
   (cd "$asan_build" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
      ctest -j "$jobs" --output-on-failure)
 
-  log "benchmark smoke run (16 MB tensors; the full run is for people, see docs/performance.md)"
-  "$build/benchmarks/bench_fused" --benchmark_filter='/(4194304|8388608)/' --benchmark_min_time=0.05
+  log "benchmark smoke run (bench_kernels --fast, rendered to a scratch file; the full run is benchmarks/report)"
+  python3 "$root/benchmarks/report" --fast --build "$build"
   log "all tests passed"
 }
 
