@@ -161,17 +161,12 @@ template <bool Stream> void put_bytes(std::uint8_t* p, const byte_batch& x) {
 #endif
 }
 
-/// The limit loop for one stream shape, all bounds compile-time: Nm model streams of Wm bytes per
+/// The limit loop for one stream shape, all bounds compile-time (loops unrolled with cpuk::unroll,
+/// so the accumulators are indexed by constants and live in registers): Nm model streams of Wm bytes per
 /// element, Nv f32 streams, an output of Wo bytes per element (0: a reduction), written in place
 /// over model stream 0 or not. Per 64 elements it loads every input register once, XORs them
 /// into the output's registers (or into 4 accumulators for a reduction) and stores each output
 /// register once, streaming when the kernel would.
-/// Calls f(integral_constant<size_t, I>) for I in [0, N): a loop unrolled at compile time, so the
-/// accumulators below are indexed by constants and live in registers.
-template <std::size_t N, class F> void unroll(F&& f) {
-    [&]<std::size_t... I>(std::index_sequence<I...>) { (f(std::integral_constant<std::size_t, I>{}), ...); }(std::make_index_sequence<N>{});
-}
-
 template <int Nm, int Wm, int Nv, int Wo, bool InPlace, bool Stream>
 void limit_range(std::uint8_t* const* m, const std::uint8_t* v, std::uint8_t* out, std::size_t b, std::size_t e,
                  std::uint8_t* sink) {
@@ -179,17 +174,17 @@ void limit_range(std::uint8_t* const* m, const std::uint8_t* v, std::uint8_t* ou
     constexpr std::size_t out_regs = Wo ? block * Wo / R : 4;
     if constexpr (InPlace) out = m[0];
     byte_batch acc[out_regs];
-    unroll<out_regs>([&](auto r) { acc[r] = byte_batch(std::uint8_t{0}); });
+    cpuk::unroll<out_regs>([&](auto r) { acc[r] = byte_batch(std::uint8_t{0}); });
     std::size_t i = b;
     for (; i + block <= e; i += block) {
-        if constexpr (Wo != 0) unroll<out_regs>([&](auto r) { acc[r] = byte_batch(std::uint8_t{0}); });
-        unroll<Nm>([&](auto k) {
-            unroll<m_regs>([&](auto r) { acc[(k * m_regs + r) % out_regs] ^= byte_batch::load_unaligned(m[k] + i * Wm + r * R); });
+        if constexpr (Wo != 0) cpuk::unroll<out_regs>([&](auto r) { acc[r] = byte_batch(std::uint8_t{0}); });
+        cpuk::unroll<Nm>([&](auto k) {
+            cpuk::unroll<m_regs>([&](auto r) { acc[(k * m_regs + r) % out_regs] ^= byte_batch::load_unaligned(m[k] + i * Wm + r * R); });
         });
-        unroll<Nv>([&](auto) {
-            unroll<v_regs>([&](auto r) { acc[(Nm * m_regs + r) % out_regs] ^= byte_batch::load_unaligned(v + i * 4 + r * R); });
+        cpuk::unroll<Nv>([&](auto) {
+            cpuk::unroll<v_regs>([&](auto r) { acc[(Nm * m_regs + r) % out_regs] ^= byte_batch::load_unaligned(v + i * 4 + r * R); });
         });
-        if constexpr (Wo != 0) unroll<out_regs>([&](auto r) { put_bytes<Stream>(out + i * Wo + r * R, acc[r]); });
+        if constexpr (Wo != 0) cpuk::unroll<out_regs>([&](auto r) { put_bytes<Stream>(out + i * Wo + r * R, acc[r]); });
     }
     if constexpr (Stream) cpuk::detail::stream_fence();
     for (; i < e; ++i) { // tail, bytewise (sizes here are multiples of 64 elements: never runs)

@@ -2,10 +2,12 @@
 /// \file
 /// CPU kernels: one fused pass per tensor for element-wise expressions and for reductions.
 ///
-/// Two paths, both computing `eval<0>` of the same expression tree, in f32:
+/// Three paths, all computing `eval<0>` of the same expression tree, in f32:
 ///  - uniform: every leaf and the output are f32, bf16 or f16, all leaves of one dtype. Each SIMD
 ///    step loads one batch per leaf, converting in registers, evaluates, rounds and stores.
-///  - tiled: anything else (mixed dtypes, f64, and the scalar fallback). Tiles of `tile` elements
+///  - mixed: leaf 0 and the output are bf16 or f16, other leaves that dtype or f32 (a model plus
+///    saved f32 skill vectors), up to 4 leaves: also converted in registers.
+///  - tiled: anything else (other mixes, f64, and the scalar fallback). Tiles of `tile` elements
 ///    of each non-f32 leaf are converted into L1-resident f32 buffers, the f32 kernel runs over them
 ///    and the output tile is converted back. Memory traffic is the same as the uniform path (each
 ///    input read once, the output written once); only L1 sees the extra copy.
