@@ -10,6 +10,8 @@ set(SKILLVEC_XSIMD_PIN     8.1.0)   # libxsimd-dev
 set(SKILLVEC_XSIMD_BELOW   9)
 set(SKILLVEC_XTENSOR_PIN   0.24.3)  # libxtensor-dev
 set(SKILLVEC_XTENSOR_BELOW 0.25)
+set(SKILLVEC_JSON_PIN      3.11.2)  # nlohmann-json3-dev (safetensors headers and indexes)
+set(SKILLVEC_JSON_BELOW    4)
 set(SKILLVEC_CATCH2_PIN    2.13.10) # catch2 (tests only)
 set(SKILLVEC_CATCH2_BELOW  3)
 set(SKILLVEC_BENCHMARK_PIN 1.7.1)   # libbenchmark-dev (benchmarks only)
@@ -20,11 +22,11 @@ function(_skillvec_check_version pkg found pin below)
   if(found VERSION_LESS pin OR NOT found VERSION_LESS below)
     message(FATAL_ERROR
       "skillvec: ${pkg} ${found} is outside the supported range [${pin}, ${below}). "
-      "On Debian 12: apt-get install -y libxtensor-dev libxsimd-dev catch2 libbenchmark-dev")
+      "On Debian 12: apt-get install -y libxtensor-dev libxsimd-dev nlohmann-json3-dev catch2 libbenchmark-dev")
   endif()
 endfunction()
 
-# The library's own dependencies (what a consumer needs): xsimd, xtensor, threads.
+# The library's own dependencies (what a consumer needs): xsimd, xtensor, nlohmann_json, threads.
 # In a package config (SKILLVEC_FROM_PACKAGE set) missing packages make the config fail the
 # CMake way (find_dependency); in the build they are hard errors with an install hint.
 macro(skillvec_find_dependencies)
@@ -32,14 +34,17 @@ macro(skillvec_find_dependencies)
     include(CMakeFindDependencyMacro)
     find_dependency(xsimd ${SKILLVEC_XSIMD_PIN})
     find_dependency(xtensor ${SKILLVEC_XTENSOR_PIN})
+    find_dependency(nlohmann_json ${SKILLVEC_JSON_PIN})
     find_dependency(Threads)
   else()
     find_package(xsimd ${SKILLVEC_XSIMD_PIN} REQUIRED)
     find_package(xtensor ${SKILLVEC_XTENSOR_PIN} REQUIRED)
+    find_package(nlohmann_json ${SKILLVEC_JSON_PIN} REQUIRED)
     find_package(Threads REQUIRED)
   endif()
   _skillvec_check_version(xsimd "${xsimd_VERSION}" ${SKILLVEC_XSIMD_PIN} ${SKILLVEC_XSIMD_BELOW})
   _skillvec_check_version(xtensor "${xtensor_VERSION}" ${SKILLVEC_XTENSOR_PIN} ${SKILLVEC_XTENSOR_BELOW})
+  _skillvec_check_version(nlohmann_json "${nlohmann_json_VERSION}" ${SKILLVEC_JSON_PIN} ${SKILLVEC_JSON_BELOW})
 endmacro()
 
 # Test-only dependency.

@@ -201,3 +201,30 @@ TEST_CASE("cosine of 10^8 elements is within 1e-6 of an exact double reference",
         CHECK(rel(got, want) <= 1e-6);
     }
 }
+
+TEST_CASE("compare() gives cosine, norms and sparsities of two deltas from one pass", "[reduce][compare]") {
+    for (dtype dt : {dtype::f32, dtype::bf16, dtype::f16}) {
+        const auto base = test::random_store("base", layered(dt), 1, 0.02f);
+        const auto sft = test::perturbed(base, "sft", 2, 0.01f);
+        const auto rl = test::perturbed(sft, "rl", 3, 0.002f);
+        const auto A = weights(sft) - weights(base);
+        const auto B = weights(rl) - weights(sft);
+        const auto cmp = evaluate(compare(A, B, 1e-3f));
+        const auto cos = evaluate(cosine(A, B));
+        const auto spa = evaluate(sparsity(A, 1e-3f)), spb = evaluate(sparsity(B, 1e-3f));
+        REQUIRE(cmp.tensors.size() == cos.tensors.size());
+        for (std::size_t i = 0; i < cmp.tensors.size(); ++i) {
+            const auto& c = cmp.tensors[i].stats;
+            INFO(name_of(dt) << " " << cmp.tensors[i].name);
+            // The same sums as the single-purpose reductions (which accumulate in their own order).
+            CHECK(std::fabs(c.cosine() - cos.tensors[i].stats.cosine()) <= 1e-6);
+            CHECK(rel(c.norm_a(), cos.tensors[i].stats.norm_a()) < 1e-6);
+            CHECK(rel(c.norm_b(), cos.tensors[i].stats.norm_b()) < 1e-6);
+            CHECK(c.small_a == spa.tensors[i].stats.small);
+            CHECK(c.small_b == spb.tensors[i].stats.small);
+            CHECK(c.sparsity_b() == spb.tensors[i].stats.value());
+        }
+        CHECK(std::fabs(cmp.value() - cos.value()) <= 1e-6);
+        CHECK(cmp.layers.size() == cos.layers.size());
+    }
+}

@@ -71,6 +71,8 @@ static_assert(!injectable<V, V>);
 static_assert(!extractable<P, V> && !extractable<V, V>);
 static_assert(!cosine_ok<P, P> && !cosine_ok<PV, P>);   // reductions take vectors
 static_assert(!dot_ok<P, V> && !norm_ok<P> && !sparsity_ok<P>);
+template <class A, class B> concept compare_ok = requires(A a, B b) { sv::compare(a, b, 0.0f); };
+static_assert(compare_ok<PV, V> && !compare_ok<P, P> && !compare_ok<PV, P>);
 
 // --- scalars are float: a double or an int is rejected, never silently promoted ---------------
 static_assert(!left_scalable<double, V> && !right_scalable<V, double> && !divisible<V, double>);

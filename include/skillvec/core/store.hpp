@@ -14,6 +14,7 @@
 /// \code
 ///   std::string label() const;                                  // used in error messages ("rl", a path)
 ///   void release(std::string_view name) const;                  // the tensor has been consumed: its pages may go
+///   void release(std::string_view name, uint64_t offset, uint64_t count) const;  // ... or part of it
 ///   std::optional<mutable_tensor_view> find_mutable(std::string_view);   // writable: mutable_weight_store
 /// \endcode
 ///
@@ -23,6 +24,7 @@
 #include <skillvec/core/tensor_view.hpp>
 
 #include <concepts>
+#include <cstdint>
 #include <optional>
 #include <ranges>
 #include <string>
@@ -57,6 +59,12 @@ template <weight_store S> [[nodiscard]] std::string label_of(const S& s, std::st
 /// Tells a store that `name` has been consumed, if it cares (a mapped file drops the pages).
 template <weight_store S> void release(const S& s, std::string_view name) {
     if constexpr (requires { s.release(name); }) s.release(name);
+}
+
+/// Tells a store that bytes [offset, offset + count) of `name` have been consumed, if it can
+/// release part of a tensor (optional member `release(name, offset, count)`).
+template <weight_store S> void release(const S& s, std::string_view name, std::uint64_t offset, std::uint64_t count) {
+    if constexpr (requires { s.release(name, offset, count); }) s.release(name, offset, count);
 }
 
 } // namespace skillvec

@@ -68,6 +68,7 @@ struct leaf_handle {
     bool is_point = true;
     std::function<std::optional<tensor_view>(std::string_view)> find;
     std::function<void(std::string_view)> release;
+    std::function<void(std::string_view, std::uint64_t, std::uint64_t)> release_range;
     std::vector<std::string> names;
 };
 
@@ -91,6 +92,9 @@ template <class E> std::vector<leaf_handle> collect_leaves(const E& e) {
         h.is_point = std::is_same_v<typename std::remove_cvref_t<decltype(leaf)>::space, point_space>;
         h.find = [store](std::string_view n) { return store->find(n); };
         h.release = [store](std::string_view n) { skillvec::release(*store, n); };
+        h.release_range = [store](std::string_view n, std::uint64_t off, std::uint64_t count) {
+            skillvec::release(*store, n, off, count);
+        };
         for (auto&& n : store->tensor_names()) h.names.emplace_back(std::string_view(n));
         out.push_back(std::move(h));
     });

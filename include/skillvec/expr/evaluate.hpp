@@ -133,45 +133,70 @@ public:
         const auto t0 = std::chrono::steady_clock::now();
         evaluation_report rep;
         detail::sink_begin(sink, plan_);
-        for (const auto& e : plan_.entries) {
-            if (e.action == tensor_action::skip) {
-                rep.skipped.push_back(e.out.name);
-                continue;
-            }
-            const std::uint64_t need = e.out.nbytes();
-            std::span<std::byte> out = sink.acquire(e.out);
-            if (out.size() != need)
-                throw error("sink gave " + std::to_string(out.size()) + " bytes for tensor '" + e.out.name +
-                            "', which needs " + std::to_string(need));
-            if (e.action == tensor_action::pass_through) {
-                const auto src = e.inputs[0].bytes;
-                if (need && out.data() != src.data()) std::memmove(out.data(), src.data(), need);
-                rep.passed_through.push_back(e.out.name);
-                rep.bytes_read += src.size();
-            } else {
-                bool in_place = false;
-                for (std::size_t k = 0; k < plan_.leaves.size(); ++k) {
-                    const auto in = e.inputs[k].bytes;
-                    // In place is fine element by element; a shifted overlap would read clobbered data.
-                    if (detail::overlaps(in, out) && (in.data() != out.data() || e.inputs[k].type != e.out.type))
-                        throw error("tensor '" + e.out.name + "': the output buffer overlaps operand " +
-                                    detail::operand_name(plan_.leaves, k) + " without coinciding with it");
-                    in_place = in_place || detail::overlaps(in, out);
-                    rep.bytes_read += in.size();
-                }
-                const auto g = detail::gather<E::arity>(e);
-                const std::uint64_t n = e.out.numel();
-                backend::cpu::map_tensor(expr_, g.types.data(), g.data.data(), e.out.type, out.data(), n, be_, in_place);
-                rep.computed.push_back(e.out.name);
-                rep.elements += n;
-            }
-            rep.bytes_written += need;
-            sink.commit(e.out);
-            for (const auto& leaf : plan_.leaves) leaf.release(e.out.name);
-        }
+        for (std::size_t i = 0; i < plan_.entries.size(); ++i) run_tensor(i, sink, rep);
         detail::sink_finish(sink);
         rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         return rep;
+    }
+
+    /// Number of tensors in the plan (computed, passed through or skipped), and their names.
+    [[nodiscard]] std::size_t tensor_count() const noexcept { return plan_.entries.size(); }
+    [[nodiscard]] const std::string& tensor_name(std::size_t i) const { return plan_.entries.at(i).out.name; }
+
+    /// Evaluates tensor `i` of the plan into the sink, adding to `rep`, without the sink's
+    /// begin/finish: for interleaving several evaluations tensor by tensor (one skill vector
+    /// applied to many targets reads the vector's stores once per tensor, not once per target).
+    template <class K>
+        requires tensor_expression<E> && weight_sink<std::remove_cvref_t<K>>
+    void run_tensor(std::size_t i, K&& sink, evaluation_report& rep) const {
+        const auto& e = plan_.entries.at(i);
+        if (e.action == tensor_action::skip) {
+            rep.skipped.push_back(e.out.name);
+            return;
+        }
+        const std::uint64_t need = e.out.nbytes();
+        std::span<std::byte> out = sink.acquire(e.out);
+        if (out.size() != need)
+            throw error("sink gave " + std::to_string(out.size()) + " bytes for tensor '" + e.out.name +
+                        "', which needs " + std::to_string(need));
+        if (e.action == tensor_action::pass_through) {
+            const auto src = e.inputs[0].bytes;
+            if (need && out.data() != src.data()) std::memmove(out.data(), src.data(), need);
+            rep.passed_through.push_back(e.out.name);
+            rep.bytes_read += src.size();
+        } else {
+            bool in_place = false;
+            for (std::size_t k = 0; k < plan_.leaves.size(); ++k) {
+                const auto in = e.inputs[k].bytes;
+                // In place is fine element by element; a shifted overlap would read clobbered data.
+                if (detail::overlaps(in, out) && (in.data() != out.data() || e.inputs[k].type != e.out.type))
+                    throw error("tensor '" + e.out.name + "': the output buffer overlaps operand " +
+                                detail::operand_name(plan_.leaves, k) + " without coinciding with it");
+                in_place = in_place || detail::overlaps(in, out);
+                rep.bytes_read += in.size();
+            }
+            auto g = detail::gather<E::arity>(e);
+            const std::uint64_t n = e.out.numel();
+            const std::size_t out_es = bits_of(e.out.type) / 8;
+            // Chunk by chunk, releasing each consumed input range, so that a store that maps a file
+            // holds at most a chunk of each input resident, whatever the tensor's size.
+            for (std::uint64_t c0 = 0; c0 < n; c0 += chunk_elements) {
+                const std::uint64_t c = std::min<std::uint64_t>(chunk_elements, n - c0);
+                std::array<const std::byte*, E::arity> in_c;
+                for (std::size_t k = 0; k < E::arity; ++k) in_c[k] = g.data[k] + c0 * (bits_of(g.types[k]) / 8);
+                backend::cpu::map_tensor(expr_, g.types.data(), in_c.data(), e.out.type, out.data() + c0 * out_es, c, be_, in_place);
+                if (c0 + c < n)
+                    for (std::size_t k = 0; k < plan_.leaves.size(); ++k) {
+                        const std::uint64_t es = bits_of(g.types[k]) / 8;
+                        plan_.leaves[k].release_range(e.out.name, c0 * es, c * es);
+                    }
+            }
+            rep.computed.push_back(e.out.name);
+            rep.elements += n;
+        }
+        rep.bytes_written += need;
+        sink.commit(e.out);
+        for (const auto& leaf : plan_.leaves) leaf.release(e.out.name);
     }
 
     /// Evaluates a reduction in one fused pass over all its leaves.
@@ -189,7 +214,18 @@ public:
             std::array<double, E::accumulators> acc{};
             const auto g = detail::gather<E::arity>(e);
             const std::uint64_t n = e.out.numel();
-            backend::cpu::reduce_tensor(expr_, g.types.data(), g.data.data(), n, acc.data(), be_);
+            // Chunks are multiples of the reduction block, so the result does not depend on them.
+            for (std::uint64_t c0 = 0; c0 < n; c0 += chunk_elements) {
+                const std::uint64_t c = std::min<std::uint64_t>(chunk_elements, n - c0);
+                std::array<const std::byte*, E::arity> in_c;
+                for (std::size_t k = 0; k < E::arity; ++k) in_c[k] = g.data[k] + c0 * (bits_of(g.types[k]) / 8);
+                backend::cpu::reduce_tensor(expr_, g.types.data(), in_c.data(), c, acc.data(), be_);
+                if (c0 + c < n)
+                    for (std::size_t k = 0; k < plan_.leaves.size(); ++k) {
+                        const std::uint64_t es = bits_of(g.types[k]) / 8;
+                        plan_.leaves[k].release_range(e.out.name, c0 * es, c * es);
+                    }
+            }
             const stats s = expr_.finish(acc.data(), n);
             const int layer = layer_of(e.out.name);
             res.tensors.push_back({e.out.name, layer, s});
@@ -204,6 +240,11 @@ public:
         if (auto it = layers.find(no_layer); it != layers.end()) res.layers.push_back(it->second);
         return res;
     }
+
+    /// Elements per chunk of a large tensor: inputs are released chunk by chunk. A multiple of the
+    /// reduction block, so reductions give the same result whatever the chunking.
+    static constexpr std::uint64_t chunk_elements = std::uint64_t{1} << 24;
+    static_assert(chunk_elements % backend::cpu::reduce_block == 0);
 
 private:
     E expr_; // a copy: owning leaves keep their stores alive for as long as this object

@@ -88,6 +88,32 @@ struct sparsity_stats {
     }
 };
 
+/// Everything `analyze` reports about two deltas, from one pass: their dot product, both norms
+/// (so the cosine) and both sparsities.
+struct compare_stats {
+    double dot = 0, sum_sq_a = 0, sum_sq_b = 0;
+    std::uint64_t small_a = 0, small_b = 0;
+    std::uint64_t numel = 0;
+
+    [[nodiscard]] double norm_a() const noexcept { return std::sqrt(sum_sq_a); }
+    [[nodiscard]] double norm_b() const noexcept { return std::sqrt(sum_sq_b); }
+    [[nodiscard]] double cosine() const noexcept {
+        return cosine_stats{dot, sum_sq_a, sum_sq_b, numel}.cosine();
+    }
+    [[nodiscard]] double sparsity_a() const noexcept { return sparsity_stats{small_a, numel}.value(); }
+    [[nodiscard]] double sparsity_b() const noexcept { return sparsity_stats{small_b, numel}.value(); }
+    [[nodiscard]] double value() const noexcept { return cosine(); }
+    compare_stats& operator+=(const compare_stats& o) noexcept {
+        dot += o.dot;
+        sum_sq_a += o.sum_sq_a;
+        sum_sq_b += o.sum_sq_b;
+        small_a += o.small_a;
+        small_b += o.small_b;
+        numel += o.numel;
+        return *this;
+    }
+};
+
 /// Base of reduction nodes over two vector expressions.
 template <vector_expression A, vector_expression B> class binary_reduction : public detail::binary_node<A, B> {
 public:
@@ -200,6 +226,43 @@ private:
     float tol_;
 };
 
+/// compare(a, b, tol): dot, norms and sparsities of two vectors in one pass.
+template <vector_expression A, vector_expression B> class compare_reduction : public binary_reduction<A, B> {
+public:
+    using stats_type = compare_stats;
+    static constexpr std::size_t accumulators = 5;
+
+    compare_reduction(A a, B b, float tol) : binary_reduction<A, B>(std::move(a), std::move(b)), tol_(tol) {}
+
+    template <class T, std::size_t N> SKILLVEC_HD void accumulate(std::array<T, 5>& acc, const std::array<T, N>& x) const {
+        const T a = this->a_.template eval<0>(x);
+        const T b = this->b_.template eval<A::arity>(x);
+        acc[0] = lane_ops<T>::fma(a, b, acc[0]);
+        acc[1] = lane_ops<T>::fma(a, a, acc[1]);
+        acc[2] = lane_ops<T>::fma(b, b, acc[2]);
+        acc[3] = acc[3] + lane_ops<T>::small_indicator(a, tol_);
+        acc[4] = acc[4] + lane_ops<T>::small_indicator(b, tol_);
+    }
+    template <std::size_t N> SKILLVEC_HD void accumulate_exact(double* acc, const std::array<float, N>& x) const {
+        const float fa = this->a_.template eval<0>(x), fb = this->b_.template eval<A::arity>(x);
+        const double a = fa, b = fb;
+        acc[0] += a * b;
+        acc[1] += a * a;
+        acc[2] += b * b;
+        acc[3] += lane_ops<float>::small_indicator(fa, tol_);
+        acc[4] += lane_ops<float>::small_indicator(fb, tol_);
+    }
+    [[nodiscard]] std::string describe() const {
+        return "compare(" + this->a_.describe() + ", " + this->b_.describe() + ", " + detail::format_scalar(tol_) + ")";
+    }
+    [[nodiscard]] stats_type finish(const double* acc, std::uint64_t n) const {
+        return {acc[0], acc[1], acc[2], static_cast<std::uint64_t>(acc[3]), static_cast<std::uint64_t>(acc[4]), n};
+    }
+
+private:
+    float tol_;
+};
+
 namespace affine_error {
 struct reductions_take_vectors__use_differences_such_as_rl_minus_sft {};
 }
@@ -231,6 +294,13 @@ template <class A>
     return sparsity_reduction<std::remove_cvref_t<A>>(std::forward<A>(a), tol);
 }
 
+/// Dot, norms and sparsities (|x| <= tol) of two vectors in one pass: what `skillvec analyze` reports.
+template <class A, class B>
+    requires vector_expression<std::remove_cvref_t<A>> && vector_expression<std::remove_cvref_t<B>>
+[[nodiscard]] auto compare(A&& a, B&& b, float tol = 0.0f) {
+    return compare_reduction<std::remove_cvref_t<A>, std::remove_cvref_t<B>>(std::forward<A>(a), std::forward<B>(b), tol);
+}
+
 // A reduction of points has no meaning (its value depends on where the origin is).
 template <class A, class B>
     requires point_expression<std::remove_cvref_t<A>> || point_expression<std::remove_cvref_t<B>>
@@ -244,5 +314,8 @@ affine_error::reductions_take_vectors__use_differences_such_as_rl_minus_sft norm
 template <class A, class... S>
     requires point_expression<std::remove_cvref_t<A>>
 affine_error::reductions_take_vectors__use_differences_such_as_rl_minus_sft sparsity(A&&, S...) = delete;
+template <class A, class B, class... S>
+    requires point_expression<std::remove_cvref_t<A>> || point_expression<std::remove_cvref_t<B>>
+affine_error::reductions_take_vectors__use_differences_such_as_rl_minus_sft compare(A&&, B&&, S...) = delete;
 
 } // namespace skillvec

@@ -318,15 +318,15 @@ void load_two(const std::byte* const* in, std::size_t i, std::array<fbatch<>, L>
 
 /// Accumulates elements [begin, end) into acc[0 .. R::accumulators), all inputs of dtype In.
 /// Independent sets of f32 SIMD accumulators hide the FMA latency (with one set the loop is
-/// latency-bound, below memory speed even on one core): 4 sets, or 2 for bf16 with three
-/// accumulators, so that everything stays in 16 registers. The sets are locals of one window of
+/// latency-bound, below memory speed even on one core): 4 sets, or 2 for four or more
+/// accumulators or bf16 with three, so that everything stays in 16 registers. The sets are locals of one window of
 /// `window` steps, after which they are widened into f64 SIMD accumulators; the f64 lanes are
 /// summed once at the end in a fixed order. The tail is summed in f64 directly.
 template <dtype In, class R>
 void simd_reduce(const R& r, const std::byte* const* in, std::size_t begin, std::size_t end, double* acc) {
     constexpr std::size_t L = R::arity, K = R::accumulators, W = simd_width;
-    // 4 sets, except bf16 with 3 accumulators (cosine): its paired loads would then spill.
-    constexpr std::size_t sets = (K >= 3 && In == dtype::bf16) ? 2 : 4, step = sets * W;
+    // 4 sets, except with 4+ accumulators (compare) or bf16 with 3 (cosine): those would spill.
+    constexpr std::size_t sets = (K >= 4 || (K == 3 && In == dtype::bf16)) ? 2 : 4, step = sets * W;
     constexpr std::size_t window = 16; // each f32 lane sums 16 terms before f64: error ~ u * sqrt(16)
     using B = fbatch<>;
     using D = dbatch<>;
