@@ -125,3 +125,23 @@ TEST_CASE("reductions bind the same way", "[bind][reduce]") {
     const auto b = test::random_store("b", {{"y", dtype::f32, {4}}}, 2);
     CHECK_THROWS_AS(evaluate(cosine(weights(a) - weights(b), weights(a) - weights(a))), binding_error);
 }
+
+TEST_CASE("a saved vector may lack the model's non-float tensors; a point operand may not", "[bind]") {
+    auto t = test::random_store("t", {{"w", dtype::bf16, {8}}}, 1);
+    t.add<std::int64_t>("position_ids", {3}, std::vector<std::int64_t>{0, 1, 2});
+    auto rl = test::random_store("rl", {{"w", dtype::bf16, {8}}}, 2);
+    rl.add<std::int64_t>("position_ids", {3}, std::vector<std::int64_t>{0, 1, 2});
+    const auto v = materialize(weights(rl) - weights(t)); // skips position_ids
+    REQUIRE_FALSE(v.contains("position_ids"));
+    const auto out = materialize(inject(weights(t), delta(v), 1.0f), eval_options{.allow_mixed_float_dtypes = true});
+    CHECK(test::same_bits(out.at("position_ids"), t.at("position_ids")));
+    CHECK(test::same_bits(out.at("w"), rl.at("w")));
+    // A point operand without it is still a binding problem.
+    const auto no_ids = test::random_store("x", {{"w", dtype::bf16, {8}}}, 3);
+    CHECK_THROWS_WITH(materialize(weights(t) + (weights(rl) - weights(no_ids))), Contains("missing: 'position_ids'"));
+    // And a vector operand without a float tensor too.
+    memory_store partial;
+    partial.add("other", dtype::f32, {8});
+    CHECK_THROWS_WITH(materialize(inject(weights(t), delta(partial), 1.0f), eval_options{.allow_mixed_float_dtypes = true}),
+                      Contains("missing: 'w'"));
+}

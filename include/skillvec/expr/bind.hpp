@@ -5,7 +5,8 @@
 /// The first leaf is the reference. For a point expression it is the *point operand* (the p of
 /// p + v, the a of lerp(a, b, t)): its tensor order is the output order, non-float tensors pass
 /// through from it, and its dtypes are kept unless an output dtype is asked for. Every other leaf
-/// must have exactly the same tensor names, shapes and dtypes. All disagreements are collected
+/// must have exactly the same tensor names, shapes and dtypes (except that a vector leaf, a saved
+/// delta, may lack the reference's non-float tensors, which no vector holds). All disagreements are collected
 /// and reported in one `binding_error`, so a user fixing a checkpoint sees every problem at once.
 
 #include <skillvec/core/error.hpp>
@@ -134,6 +135,9 @@ inline plan make_plan(std::vector<leaf_handle> leaves, bool point_result, const 
         bool ok = true;
         for (std::size_t k = 0; k < L; ++k) {
             if (!sets[k].count(name)) {
+                // A vector operand (a saved delta) has no non-float tensors: they pass through from
+                // the point operand, so it may lack them. Point operands must still have them.
+                if (k > 0 && !leaves[k].is_point && ok && !is_arithmetic(e.inputs[0].type)) continue;
                 problem(binding_problem::kind::missing, name, k,
                         "missing: '" + name + "' is in " + operand_name(leaves, 0) + " but not in " + operand_name(leaves, k));
                 ok = false;
@@ -158,6 +162,7 @@ inline plan make_plan(std::vector<leaf_handle> leaves, bool point_result, const 
         if (!ok) continue;
         const tensor_view& ref = e.inputs[0];
         for (std::size_t k = 1; k < L; ++k) {
+            if (!sets[k].count(name)) continue; // a vector operand without a non-float tensor (see above)
             const tensor_view& v = e.inputs[k];
             if (!(v.dims == ref.dims)) {
                 problem(binding_problem::kind::shape, name, k,
