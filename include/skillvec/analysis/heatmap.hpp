@@ -22,6 +22,32 @@ struct heatmap_grid {
     [[nodiscard]] double at(std::size_t r, std::size_t c) const { return values[r * cols.size() + c]; }
 };
 
+namespace detail {
+/// Where a module type sits in a transformer block, for column order: embeddings, the attention
+/// norm, q/k/v, the attention output, the MLP norm, gate/up, down, the final norm, the head.
+/// Unknown modules rank last (and keep their first-seen order).
+inline int module_rank(std::string_view m) {
+    struct key {
+        std::string_view text;
+        int rank;
+    };
+    static constexpr key keys[] = {
+        {"embed", 0},      {"wte", 0},        {"wpe", 1},
+        {"input_layernorm", 10}, {"ln_1", 10},  {"ln1", 10},       {"attention_norm", 10}, {"attn_norm", 10},
+        {"post_attention_layernorm", 30}, {"ln_2", 30}, {"ln2", 30}, {"ffn_norm", 30},  {"mlp_norm", 30},
+        {"q_proj", 20},    {"query", 20},     {"k_proj", 21},    {"key", 21},       {"v_proj", 22},  {"value", 22},
+        {"qkv", 23},       {"c_attn", 23},    {"o_proj", 24},    {"out_proj", 24},  {"attn.c_proj", 24},
+        {"attn.proj", 24}, {"attention.dense", 24},
+        {"gate", 40},      {"w1", 40},        {"up_proj", 41},   {"fc1", 41},       {"c_fc", 41},    {"w3", 41},
+        {"down", 42},      {"fc2", 42},       {"mlp.c_proj", 42}, {"w2", 42},
+        {"lm_head", 60},   {"norm", 50},      {"ln_f", 50},
+    };
+    for (const auto& k : keys)
+        if (m.find(k.text) != std::string_view::npos) return k.rank;
+    return 1000;
+}
+} // namespace detail
+
 /// Builds a layers x modules grid from per-tensor results, combining the tensors of one cell
 /// (a weight and its bias) by adding their stats, as per-layer aggregation does. `value` maps
 /// combined stats to the number shown (for example `[](auto& s) { return s.cosine(); }`).
@@ -40,7 +66,7 @@ template <class Result, class Value>
     for (const auto& [layer, _] : cells)
         if (layer != no_layer) row_keys.push_back(layer);
     if (cells.count(no_layer)) row_keys.push_back(no_layer);
-    // Columns: modules that appear in layers first (in first-seen order), then the rest.
+    // Columns: modules that appear in layers first, then the rest; each in block order (module_rank).
     std::vector<std::string> in_layers, others;
     for (const auto& m : col_order) {
         bool layered = false;
@@ -48,6 +74,9 @@ template <class Result, class Value>
             if (layer != no_layer && row.count(m)) layered = true;
         (layered ? in_layers : others).push_back(m);
     }
+    auto by_rank = [](const std::string& a, const std::string& b) { return detail::module_rank(a) < detail::module_rank(b); };
+    std::stable_sort(in_layers.begin(), in_layers.end(), by_rank);
+    std::stable_sort(others.begin(), others.end(), by_rank);
     g.cols = in_layers;
     g.cols.insert(g.cols.end(), others.begin(), others.end());
     for (int r : row_keys) {
