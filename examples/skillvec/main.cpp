@@ -19,6 +19,8 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -94,6 +96,17 @@ sv::safetensors_writer_options writer_options(const options& o, std::map<std::st
             .overwrite = o.force};
 }
 
+/// Refuses, before any input is read, outputs that exist (without --force) or that repeat.
+void check_outputs(const options& o, const std::vector<std::string>& outs) {
+    for (std::size_t i = 0; i < outs.size(); ++i) {
+        std::error_code ec;
+        if (!o.force && fs::exists(outs[i], ec)) throw sv::error(outs[i] + ": already exists; pass --force to replace it");
+        for (std::size_t j = 0; j < i; ++j)
+            if (fs::absolute(outs[i]).lexically_normal() == fs::absolute(outs[j]).lexically_normal())
+                throw sv::error(outs[i] + ": given twice as an output");
+    }
+}
+
 double plan_bytes(const std::vector<sv::tensor_info>& plan) {
     double b = 0;
     for (const auto& t : plan) b += static_cast<double>(t.nbytes());
@@ -117,6 +130,9 @@ int cmd_past(const options& o, const std::string& rl_path, const std::string& sf
     if (target_paths.size() != out_paths.size())
         throw sv::error("past: " + std::to_string(target_paths.size()) + " --target but " + std::to_string(out_paths.size()) +
                         " --out: give one output per target, in the same order");
+    auto all_outs = out_paths;
+    if (!save_vector.empty()) all_outs.push_back(save_vector);
+    check_outputs(o, all_outs);
     const auto t0 = std::chrono::steady_clock::now();
     const auto rl = sv::safetensors_store::open(rl_path);
     const auto sft = sv::safetensors_store::open(sft_path);
@@ -176,8 +192,8 @@ int cmd_past(const options& o, const std::string& rl_path, const std::string& sf
     bar.clear();
     for (std::size_t i = 0; i < jobs.size(); ++i)
         if (!o.quiet && !reps[i].passed_through.empty())
-            std::fprintf(stderr, "skillvec: %s: %zu non-float tensors copied unchanged from the target\n", out_paths[i].c_str(),
-                         reps[i].passed_through.size());
+            std::fprintf(stderr, "skillvec: %s: %zu non-float tensor%s copied unchanged from the target\n", out_paths[i].c_str(),
+                         reps[i].passed_through.size(), reps[i].passed_through.size() == 1 ? "" : "s");
     summary(o, "wrote " + std::to_string(jobs.size()) + (jobs.size() == 1 ? " checkpoint" : " checkpoints") +
                    (vector_writer ? " and the skill vector" : ""),
             total, seconds_since(t0));
@@ -193,6 +209,7 @@ template <class Job> void run_into(const options& o, const Job& job, sv::safeten
 }
 
 int cmd_extract(const options& o, const std::string& rl_path, const std::string& sft_path, const std::string& out) {
+    check_outputs(o, {out});
     const auto t0 = std::chrono::steady_clock::now();
     const auto rl = sv::safetensors_store::open(rl_path);
     const auto sft = sv::safetensors_store::open(sft_path);
@@ -206,6 +223,7 @@ int cmd_extract(const options& o, const std::string& rl_path, const std::string&
 }
 
 int cmd_inject(const options& o, const std::string& target_path, const std::string& vector_path, const std::string& out) {
+    check_outputs(o, {out});
     const auto t0 = std::chrono::steady_clock::now();
     const auto target = sv::safetensors_store::open(target_path);
     const auto v = sv::safetensors_store::open(vector_path);
@@ -302,6 +320,28 @@ int cmd_analyze(const options& o, const std::string& a0, const std::string& a, c
 
 // --- inspect ----------------------------------------------------------------------------------------------
 
+/// "layers.10.x" after "layers.9.x": runs of digits compare as numbers.
+bool natural_less(const std::string& a, const std::string& b) {
+    std::size_t i = 0, j = 0;
+    while (i < a.size() && j < b.size()) {
+        if (std::isdigit(static_cast<unsigned char>(a[i])) && std::isdigit(static_cast<unsigned char>(b[j]))) {
+            std::size_t ie = i, je = j;
+            while (ie < a.size() && std::isdigit(static_cast<unsigned char>(a[ie]))) ++ie;
+            while (je < b.size() && std::isdigit(static_cast<unsigned char>(b[je]))) ++je;
+            const auto x = a.substr(i, ie - i), y = b.substr(j, je - j);
+            const auto xs = x.substr(std::min(x.find_first_not_of('0'), x.size()));
+            const auto ys = y.substr(std::min(y.find_first_not_of('0'), y.size()));
+            if (xs.size() != ys.size()) return xs.size() < ys.size();
+            if (xs != ys) return xs < ys;
+            i = ie, j = je;
+        } else {
+            if (a[i] != b[j]) return a[i] < b[j];
+            ++i, ++j;
+        }
+    }
+    return a.size() - i < b.size() - j;
+}
+
 int cmd_inspect(const std::string& path) {
     const auto s = sv::safetensors_store::open(path); // validates
     std::map<std::string, std::pair<std::size_t, std::uint64_t>> by_dtype;
@@ -311,15 +351,25 @@ int cmd_inspect(const std::string& path) {
         ++d.first;
         d.second += v.bytes.size();
     }
+    const auto files = s.files();
     std::printf("%s: valid, %zu tensors, %s in %zu file%s\n", path.c_str(), s.tensor_names().size(),
-                sv::cli::human_bytes(static_cast<double>(s.tensor_bytes())).c_str(), s.files().size(), s.files().size() == 1 ? "" : "s");
+                sv::cli::human_bytes(static_cast<double>(s.tensor_bytes())).c_str(), files.size(), files.size() == 1 ? "" : "s");
     for (const auto& [dt, c] : by_dtype)
-        std::printf("  %-8s %6zu tensors %12s\n", dt.c_str(), c.first, sv::cli::human_bytes(static_cast<double>(c.second)).c_str());
+        std::printf("  %-8s %6zu tensor%s %12s\n", dt.c_str(), c.first, c.first == 1 ? " " : "s",
+                    sv::cli::human_bytes(static_cast<double>(c.second)).c_str());
     for (const auto& [k, v] : s.metadata()) std::printf("  metadata %s = %s\n", k.c_str(), v.c_str());
-    std::printf("\n%-60s %-8s %-24s %12s\n", "tensor", "dtype", "shape", "bytes");
-    for (const auto& n : s.tensor_names()) {
+    auto names = s.tensor_names();
+    std::sort(names.begin(), names.end(), natural_less);
+    std::size_t width = 6;
+    for (const auto& n : names) width = std::max(width, n.size());
+    const bool sharded = files.size() > 1;
+    std::printf("\n%-*s %-5s %-18s %10s%s\n", static_cast<int>(width), "tensor", "dtype", "shape", "size", sharded ? "  file" : "");
+    for (const auto& n : names) {
         const auto v = *s.find(n);
-        std::printf("%-60s %-8s %-24s %12zu\n", n.c_str(), std::string(sv::name_of(v.type)).c_str(), v.dims.to_string().c_str(), v.bytes.size());
+        std::printf("%-*s %-5s %-18s %10s", static_cast<int>(width), n.c_str(), std::string(sv::name_of(v.type)).c_str(),
+                    v.dims.to_string().c_str(), sv::cli::human_bytes(static_cast<double>(v.bytes.size())).c_str());
+        if (sharded) std::printf("  %s", fs::path(s.file_of(n)).filename().c_str());
+        std::printf("\n");
     }
     return 0;
 }

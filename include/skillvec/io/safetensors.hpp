@@ -423,6 +423,11 @@ public:
         for (const auto& s : shards_) f.push_back(s.file->path());
         return f;
     }
+    /// The shard file that holds a tensor (empty if there is no such tensor).
+    [[nodiscard]] std::string file_of(std::string_view name) const {
+        const auto it = index_.find(name);
+        return it == index_.end() ? std::string() : shards_[locations_[it->second].shard].file->path();
+    }
     /// Sum of tensor byte sizes (what an index's total_size records).
     [[nodiscard]] std::uint64_t tensor_bytes() const noexcept {
         std::uint64_t n = 0;
