@@ -228,3 +228,32 @@ TEST_CASE("compare() gives cosine, norms and sparsities of two deltas from one p
         CHECK(cmp.layers.size() == cos.layers.size());
     }
 }
+
+TEST_CASE("a reduction's per-tensor callback: every tensor once, in order, with the bytes read; a throw stops it",
+          "[reduce][progress]") {
+    auto specs = layered(dtype::bf16);
+    specs.push_back({"model.layers.0.position_ids", dtype::i64, {7}});
+    const auto a0 = test::random_store("a0", specs, 1), a = test::perturbed(a0, "a", 2, 0.1f);
+    const auto b = test::perturbed(a0, "b", 3, 0.1f);
+    const auto job = prepare(cosine(weights(a) - weights(a0), weights(b) - weights(a0)));
+    std::vector<std::string> seen;
+    std::uint64_t bytes = 0;
+    const auto res = job.run([&](const tensor_info& t, std::uint64_t read) {
+        seen.push_back(t.name);
+        bytes += read;
+        if (t.type == dtype::i64) CHECK(read == 0);
+        else CHECK(read == 4 * t.dims.numel() * 2); // four bf16 leaves: a0 is read once per difference
+    });
+    REQUIRE(seen.size() == job.tensor_count());
+    for (std::size_t i = 0; i < seen.size(); ++i) CHECK(seen[i] == job.tensor_name(i));
+    std::uint64_t want = 0;
+    for (const auto& s : specs)
+        if (is_arithmetic(s.type)) want += 4 * s.dims.numel() * 2;
+    CHECK(bytes == want);
+    CHECK(res.value() == job.run().value());
+    std::size_t calls = 0;
+    CHECK_THROWS_WITH(job.run([&](const tensor_info&, std::uint64_t) {
+        if (++calls == 2) throw error("stop");
+    }), "stop");
+    CHECK(calls == 2);
+}

@@ -275,7 +275,14 @@ int cmd_analyze(const options& o, const std::string& a0, const std::string& a, c
     const auto B0 = sv::safetensors_store::open(b0), B = sv::safetensors_store::open(b);
     const auto e = sv::compare(sv::weights(A, "a") - sv::weights(A0, "a-minus"), sv::weights(B, "b") - sv::weights(B0, "b-minus"),
                                static_cast<float>(tol));
-    const auto res = sv::prepare(e, sv::cpu_backend{.threads = o.threads}, sv::eval_options{.allow_mixed_float_dtypes = o.mixed}).run();
+    const auto job = sv::prepare(e, sv::cpu_backend{.threads = o.threads}, sv::eval_options{.allow_mixed_float_dtypes = o.mixed});
+    double in_bytes = 0; // float tensors of the four checkpoints: what the pass reads
+    for (const auto* st : {&A0, &A, &B0, &B})
+        for (const auto& n : st->tensor_names())
+            if (const auto v = st->find(n); v && sv::is_arithmetic(v->type)) in_bytes += static_cast<double>(v->bytes.size());
+    sv::cli::progress bar(job.tensor_count(), in_bytes, !o.quiet);
+    const auto res = job.run([&](const sv::tensor_info&, std::uint64_t read) { bar.advance(static_cast<double>(read)); });
+    bar.clear();
 
     std::printf("%-10s %8s %14s %12s %12s %11s %11s\n", "layer", "tensors", "cos(a, b)", "|a|", "|b|", "sparsity a", "sparsity b");
     for (const auto& l : res.layers)

@@ -60,14 +60,16 @@ public:
         const int filled = static_cast<int>(frac * 30);
         for (int i = 0; i < 30; ++i) bar[i] = i < filled ? '#' : '.';
         bar[30] = 0;
-        std::fprintf(stderr, "\r[%s] %3.0f%%  %zu/%zu tensors  %s/%s  %s/s  ETA %.0fs   ", bar, frac * 100, tensors_,
-                     total_tensors_, human_bytes(bytes_).c_str(), human_bytes(total_bytes_).c_str(), human_bytes(rate).c_str(), eta);
+        const int n = std::fprintf(stderr, "\r[%s] %3.0f%%  %zu/%zu tensors  %s/%s  %s/s  ETA %.0fs   ", bar, frac * 100, tensors_,
+                                   total_tensors_, human_bytes(bytes_).c_str(), human_bytes(total_bytes_).c_str(),
+                                   human_bytes(rate).c_str(), eta);
+        width_ = std::max(width_, n);
         std::fflush(stderr);
         drawn_ = true;
     }
 
     void clear() {
-        if (drawn_) std::fprintf(stderr, "\r%80s\r", "");
+        if (drawn_) std::fprintf(stderr, "\r%*s\r", width_, "");
         drawn_ = false;
     }
 
@@ -75,6 +77,7 @@ private:
     std::size_t total_tensors_, tensors_ = 0;
     double total_bytes_, bytes_ = 0;
     bool enabled_, drawn_ = false;
+    int width_ = 0;
     std::chrono::steady_clock::time_point start_, last_{};
 };
 

@@ -203,12 +203,22 @@ public:
     [[nodiscard]] auto run() const
         requires reduction_expression<E>
     {
+        return run([](const tensor_info&, std::uint64_t) {});
+    }
+
+    /// The same, calling `after_tensor(info, bytes_read)` once per tensor, in order (bytes_read is
+    /// 0 for a skipped tensor). It may throw to stop the evaluation, for example on Ctrl-C.
+    template <class F>
+    [[nodiscard]] auto run(F&& after_tensor) const
+        requires reduction_expression<E> && std::invocable<F&, const tensor_info&, std::uint64_t>
+    {
         using stats = typename E::stats_type;
         reduction_result<stats> res;
         std::map<int, typename reduction_result<stats>::layer_entry> layers;
         for (const auto& e : plan_.entries) {
             if (e.action == tensor_action::skip) {
                 res.skipped.push_back(e.out.name);
+                after_tensor(e.out, std::uint64_t{0});
                 continue;
             }
             std::array<double, E::accumulators> acc{};
@@ -234,6 +244,9 @@ public:
             ++le.tensors;
             res.global += s;
             for (const auto& leaf : plan_.leaves) leaf.release(e.out.name);
+            std::uint64_t read = 0;
+            for (std::size_t k = 0; k < E::arity; ++k) read += n * (bits_of(g.types[k]) / 8);
+            after_tensor(e.out, read);
         }
         for (auto& [idx, le] : layers)
             if (idx != no_layer) res.layers.push_back(le);
