@@ -107,6 +107,9 @@ void check_outputs(const options& o, const std::vector<std::string>& outs) {
     }
 }
 
+/// An operand's label in error messages: its role and its path, as "--rl ckpt/rl".
+std::string role(const std::string& name, const std::string& path) { return "--" + name + " " + path; }
+
 double plan_bytes(const std::vector<sv::tensor_info>& plan) {
     double b = 0;
     for (const auto& t : plan) b += static_cast<double>(t.nbytes());
@@ -146,11 +149,15 @@ int cmd_past(const options& o, const std::string& rl_path, const std::string& sf
     // Bind every target first: any mismatch in any of them stops the run before it writes anything.
     using E = decltype(sv::past(sv::weights(targets[0]), sv::weights(rl), sv::weights(sft), lambda));
     std::vector<sv::prepared_evaluation<E>> jobs;
-    for (auto& t : targets) jobs.push_back(sv::prepare(sv::past(sv::weights(t, "target"), sv::weights(rl, "rl"), sv::weights(sft, "sft"), lambda), be, opt));
+    for (std::size_t i = 0; i < targets.size(); ++i)
+        jobs.push_back(sv::prepare(sv::past(sv::weights(targets[i], role("target", target_paths[i])), sv::weights(rl, role("rl", rl_path)),
+                                            sv::weights(sft, role("sft", sft_path)), lambda),
+                                   be, opt));
     using V = decltype(sv::extract(sv::weights(rl), sv::weights(sft)));
     std::optional<sv::prepared_evaluation<V>> vector_job;
     if (!save_vector.empty())
-        vector_job.emplace(sv::prepare(sv::extract(sv::weights(rl, "rl"), sv::weights(sft, "sft")), be, sv::eval_options{.allow_mixed_float_dtypes = o.mixed}));
+        vector_job.emplace(sv::prepare(sv::extract(sv::weights(rl, role("rl", rl_path)), sv::weights(sft, role("sft", sft_path))), be,
+                                       sv::eval_options{.allow_mixed_float_dtypes = o.mixed}));
 
     std::vector<std::unique_ptr<sv::safetensors_writer>> writers;
     double total = 0;
@@ -213,10 +220,10 @@ int cmd_extract(const options& o, const std::string& rl_path, const std::string&
     const auto t0 = std::chrono::steady_clock::now();
     const auto rl = sv::safetensors_store::open(rl_path);
     const auto sft = sv::safetensors_store::open(sft_path);
-    const auto e = sv::extract(sv::weights(rl, "rl"), sv::weights(sft, "sft"));
+    const auto e = sv::extract(sv::weights(rl, role("rl", rl_path)), sv::weights(sft, role("sft", sft_path)));
     const auto dt = o.dtype == "keep" ? std::optional<sv::dtype>(sv::dtype::f32) : parse_out_dtype(o.dtype);
     const auto job = sv::prepare(e, sv::cpu_backend{.threads = o.threads}, sv::eval_options{.out_dtype = dt, .allow_mixed_float_dtypes = o.mixed});
-    sv::safetensors_writer w(out, writer_options(o, provenance(sv::describe(e), {{"rl", rl_path}, {"sft", sft_path}}, std::nullopt), std::nullopt));
+    sv::safetensors_writer w(out, writer_options(o, provenance(sv::describe(sv::extract(sv::weights(rl, "rl"), sv::weights(sft, "sft"))), {{"rl", rl_path}, {"sft", sft_path}}, std::nullopt), std::nullopt));
     run_into(o, job, w);
     summary(o, "wrote the skill vector", plan_bytes(job.outputs()), seconds_since(t0));
     return 0;
@@ -227,11 +234,12 @@ int cmd_inject(const options& o, const std::string& target_path, const std::stri
     const auto t0 = std::chrono::steady_clock::now();
     const auto target = sv::safetensors_store::open(target_path);
     const auto v = sv::safetensors_store::open(vector_path);
-    const auto e = sv::inject(sv::weights(target, "target"), sv::delta(v, "vector"), static_cast<float>(o.lambda));
+    const auto e = sv::inject(sv::weights(target, role("target", target_path)), sv::delta(v, role("vector", vector_path)), static_cast<float>(o.lambda));
     // A saved vector is usually f32 and the model bf16: mixing float kinds is the point here.
     const auto job = sv::prepare(e, sv::cpu_backend{.threads = o.threads},
                                  sv::eval_options{.out_dtype = parse_out_dtype(o.dtype), .allow_mixed_float_dtypes = true});
-    sv::safetensors_writer w(out, writer_options(o, provenance(sv::describe(e), {{"target", target_path}, {"vector", vector_path}}, o.lambda),
+    sv::safetensors_writer w(out, writer_options(o, provenance(sv::describe(sv::inject(sv::weights(target, "target"), sv::delta(v, "vector"), static_cast<float>(o.lambda))),
+                                                 {{"target", target_path}, {"vector", vector_path}}, o.lambda),
                                                  target.directory()));
     run_into(o, job, w);
     summary(o, "wrote the checkpoint", plan_bytes(job.outputs()), seconds_since(t0));
@@ -273,7 +281,8 @@ int cmd_analyze(const options& o, const std::string& a0, const std::string& a, c
                 const std::string& json_path, const std::string& svg_path, double tol) {
     const auto A0 = sv::safetensors_store::open(a0), A = sv::safetensors_store::open(a);
     const auto B0 = sv::safetensors_store::open(b0), B = sv::safetensors_store::open(b);
-    const auto e = sv::compare(sv::weights(A, "a") - sv::weights(A0, "a-minus"), sv::weights(B, "b") - sv::weights(B0, "b-minus"),
+    const auto e = sv::compare(sv::weights(A, role("a", a)) - sv::weights(A0, role("a-minus", a0)),
+                               sv::weights(B, role("b", b)) - sv::weights(B0, role("b-minus", b0)),
                                static_cast<float>(tol));
     const auto job = sv::prepare(e, sv::cpu_backend{.threads = o.threads}, sv::eval_options{.allow_mixed_float_dtypes = o.mixed});
     double in_bytes = 0; // float tensors of the four checkpoints: what the pass reads
@@ -290,7 +299,7 @@ int cmd_analyze(const options& o, const std::string& a0, const std::string& a, c
                     l.tensors, l.stats.cosine(), l.stats.norm_a(), l.stats.norm_b(), l.stats.sparsity_a(), l.stats.sparsity_b());
     std::printf("%-10s %8zu %+14.6f %12.5g %12.5g %11.4f %11.4f\n", "global", res.tensors.size(), res.global.cosine(), res.global.norm_a(),
                 res.global.norm_b(), res.global.sparsity_a(), res.global.sparsity_b());
-    if (!res.skipped.empty()) std::printf("(%zu non-float tensors skipped)\n", res.skipped.size());
+    if (!res.skipped.empty()) std::printf("(%zu non-float tensor%s skipped)\n", res.skipped.size(), res.skipped.size() == 1 ? "" : "s");
 
     if (!json_path.empty()) {
         nlohmann::ordered_json j;
@@ -389,7 +398,16 @@ int report_error(const std::string& what) {
         rest = what.substr(nl + 1);
     }
     std::fprintf(stderr, "skillvec: error: %s\n", first.c_str());
-    if (!rest.empty()) std::fprintf(stderr, "%s\n", rest.c_str());
+    // Further lines (a binding error lists every problem): at most 30 of them.
+    std::size_t shown = 0, pos = 0;
+    while (pos < rest.size()) {
+        const auto nl = rest.find('\n', pos);
+        const auto line = rest.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+        pos = nl == std::string::npos ? rest.size() : nl + 1;
+        if (shown < 30) std::fprintf(stderr, "%s\n", line.c_str());
+        ++shown;
+    }
+    if (shown > 30) std::fprintf(stderr, "  ... and %zu more\n", shown - 30);
     return 1;
 }
 
@@ -469,6 +487,15 @@ int main(int argc, char** argv) {
         if (*inject) return cmd_inject(o, target, vec, inject_out);
         if (*analyze) return cmd_analyze(o, a0, a, b0, b, json_path, svg_path, tol);
         if (*inspect) return cmd_inspect(inspect_path);
+    } catch (const sv::binding_error& e) {
+        // The first line names the first problem's tensor and checkpoints; the rest list them all.
+        std::string what = e.what();
+        const auto nl = what.find('\n');
+        const auto& p = e.problems();
+        const std::string first = p.empty() ? what.substr(0, nl)
+                                            : "checkpoints disagree (" + std::to_string(p.size()) + (p.size() == 1 ? " problem): " : " problems): ") +
+                                                  p.front().message;
+        return report_error(first + (nl == std::string::npos ? "" : what.substr(nl)));
     } catch (const std::exception& e) {
         return report_error(e.what());
     }
