@@ -37,9 +37,28 @@ deps() {
   fi
 }
 
+# The interop tests' reference implementation, pinned (tests/interop/interop.py).
+py_packages=(numpy==2.1.3 safetensors==0.4.5)
+
+py_deps() {
+  local want="import numpy, safetensors; assert (numpy.__version__, safetensors.__version__) == ('2.1.3', '0.4.5')"
+  python3 -c "$want" 2>/dev/null && return
+  log "installing ${py_packages[*]} (pip)"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    local sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-pip
+  fi
+  # Debian's own python3 refuses a plain pip install (PEP 668); a pyenv or venv python does not.
+  python3 -m pip install -q --disable-pip-version-check "${py_packages[@]}" 2>/dev/null ||
+    python3 -m pip install -q --disable-pip-version-check --break-system-packages "${py_packages[@]}"
+  python3 -c "$want"
+}
+
 configure() { # configure <dir> <cmake args...>
   local dir="$1"; shift
-  cmake -S "$root" -B "$dir" "$@" >/dev/null
+  # The python3 that py_deps installed into, not whichever one FindPython3 prefers.
+  cmake -S "$root" -B "$dir" -DPython3_EXECUTABLE="$(command -v python3)" "$@" >/dev/null
 }
 
 demo() {
@@ -53,6 +72,8 @@ demo() {
 
 test_all() {
   deps
+  py_deps
+  export SKILLVEC_REQUIRE_INTEROP=1 # a missing numpy/safetensors fails the interop test instead of skipping it
   log "release build"
   configure "$build" -DCMAKE_BUILD_TYPE=Release
   cmake --build "$build" -j "$jobs"
