@@ -110,6 +110,37 @@ TEST_CASE("an existing output is refused before any work, and replaced only when
     CHECK(listing(dir.path()) == std::vector<std::string>{"out"}); // no backup or temporary left
 }
 
+TEST_CASE("an output that appears while writing is never replaced without overwrite", "[writer]") {
+    test::tmpdir dir;
+    const auto m = test::random_store("m", specs, 5);
+    for (const std::string name : {"out", "v.safetensors"}) {
+        // A sink that lets someone else create the output between the last tensor and finish().
+        struct racing_sink {
+            safetensors_writer* w;
+            fs::path out;
+            bool as_dir;
+            void begin(std::span<const tensor_info> p) { w->begin(p); }
+            std::span<std::byte> acquire(const tensor_info& i) { return w->acquire(i); }
+            void commit(const tensor_info& i) { w->commit(i); }
+            void finish() {
+                if (as_dir) fs::create_directory(out); // empty: a plain rename(2) would replace it
+                else test::write_file(out, std::string("theirs"));
+                w->finish();
+            }
+        };
+        SECTION(name) {
+            {
+                safetensors_writer w(dir / name);
+                racing_sink sink{&w, dir / name, name == "out"};
+                CHECK_THROWS_WITH(evaluate(weights(m), sink), Contains("already exists") && Contains("appeared"));
+            }
+            CHECK(listing(dir.path()) == std::vector<std::string>{name}); // no temporary left
+            if (name == "out") CHECK(listing(dir / name).empty());
+            else CHECK(read_text(dir / name) == "theirs");
+        }
+    }
+}
+
 TEST_CASE("a failed evaluation leaves no output and no temporary files", "[writer]") {
     test::tmpdir dir;
     const auto m = test::random_store("m", specs, 4);
@@ -157,7 +188,7 @@ TEST_CASE("a failed evaluation leaves no output and no temporary files", "[write
         }
         setrlimit(RLIMIT_FSIZE, &old);
         std::signal(SIGXFSZ, prev);
-        CHECK_THAT(msg, Contains("model.safetensors") && Contains("File too large"));
+        CHECK_THAT(msg, Contains("model.safetensors") && Contains("file too large"));
         CHECK(listing(dir.path()).empty());
     }
 }

@@ -185,14 +185,23 @@ public:
         sync_dir(tmp_);
         std::error_code ec;
         const fs::path produced = single_file_ ? tmp_ / shards_.front().name : tmp_;
+        const auto appeared = [&] {
+            return error(out_.string() + ": already exists (it appeared while this output was being written); left as it is, "
+                                         "and the new output discarded");
+        };
         fs::path backup;
-        if (fs::exists(out_, ec)) { // overwrite: keep the old output until the new one is in place
-            backup = out_.string() + ".skillvec-old";
+        if (fs::exists(out_, ec) || fs::is_symlink(out_, ec)) {
+            // The constructor checked; something created it since. Only `overwrite` may replace it.
+            if (!opt_.overwrite) throw appeared();
+            backup = out_.string() + ".skillvec-old"; // keep the old output until the new one is in place
             fs::remove_all(backup, ec);
             fs::rename(out_, backup, ec);
             if (ec) throw error(out_.string() + ": cannot move the existing output aside: " + ec.message());
+            fs::rename(produced, out_, ec);
+        } else {
+            rename_no_replace(produced, out_, ec); // an output that appears meanwhile is never clobbered
+            if (ec == std::errc::file_exists || ec == std::errc::directory_not_empty) throw appeared();
         }
-        fs::rename(produced, out_, ec);
         if (ec) {
             if (!backup.empty()) fs::rename(backup, out_, ec);
             throw error(out_.string() + ": cannot rename the finished output into place: " + ec.message());
@@ -231,9 +240,31 @@ private:
         return it->second;
     }
 
+    /// rename(2) that fails with EEXIST instead of replacing `to` (renameat2 RENAME_NOREPLACE;
+    /// where that is missing, a check then rename, which leaves a small race).
+    static void rename_no_replace(const std::filesystem::path& from, const std::filesystem::path& to, std::error_code& ec) {
+        ec.clear();
+#ifdef RENAME_NOREPLACE
+        if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return;
+        if (errno != EINVAL && errno != ENOSYS) { // not EINVAL/ENOSYS: the file system supports the flag
+            ec.assign(errno, std::generic_category());
+            return;
+        }
+#endif
+        if (std::filesystem::exists(to, ec) || std::filesystem::is_symlink(to, ec)) {
+            ec = std::make_error_code(std::errc::file_exists);
+            return;
+        }
+        std::filesystem::rename(from, to, ec);
+    }
+
     [[noreturn]] void fail(const shard& s, const std::string& what, int err) const {
-        const std::string reason = err == ENOSPC ? "disk full" : err == EDQUOT ? "disk quota exceeded" : std::strerror(err);
-        throw error((out_ / s.name).string() + ": " + what + ": " + reason);
+        const std::string reason = err == ENOSPC   ? "disk full"
+                                   : err == EDQUOT ? "disk quota exceeded"
+                                   : err == EFBIG  ? "file too large (a file size limit, or the file system's maximum)"
+                                                   : std::strerror(err);
+        // A single-file output is out_ itself, not out_/<its own name>.
+        throw error((single_file_ && s.name == out_.filename().string() ? out_ : out_ / s.name).string() + ": " + what + ": " + reason);
     }
 
     void reserve(const shard& s, std::uint64_t bytes) const {
@@ -281,7 +312,10 @@ private:
                                  name.ends_with(".index.json");
             if (weights || name.starts_with(".")) continue;
             fs::copy_file(e.path(), tmp_ / name, fs::copy_options::overwrite_existing, ec);
-            if (ec) throw error((tmp_ / name).string() + ": cannot copy " + e.path().string() + ": " + ec.message());
+            // libstdc++ reports a copy that stopped short (a full disk, a file size limit) as EIO.
+            if (ec)
+                throw error((out_ / name).string() + ": cannot copy " + e.path().string() + ": " + ec.message() +
+                            (ec == std::errc::io_error ? " (the copy stopped short: disk full?)" : ""));
         }
     }
 
