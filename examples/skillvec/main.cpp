@@ -96,13 +96,22 @@ sv::safetensors_writer_options writer_options(const options& o, std::map<std::st
             .overwrite = o.force};
 }
 
+/// Where an output path really points: absolute, through symlinks, no trailing '/' ("out/" is "out").
+fs::path output_key(const std::string& s) {
+    std::error_code ec;
+    auto p = fs::weakly_canonical(fs::absolute(s), ec);
+    if (ec) p = fs::absolute(s).lexically_normal();
+    if (p.filename().empty() && p.has_parent_path()) p = p.parent_path();
+    return p;
+}
+
 /// Refuses, before any input is read, outputs that exist (without --force) or that repeat.
 void check_outputs(const options& o, const std::vector<std::string>& outs) {
     for (std::size_t i = 0; i < outs.size(); ++i) {
         std::error_code ec;
         if (!o.force && fs::exists(outs[i], ec)) throw sv::error(outs[i] + ": already exists; pass --force to replace it");
         for (std::size_t j = 0; j < i; ++j)
-            if (fs::absolute(outs[i]).lexically_normal() == fs::absolute(outs[j]).lexically_normal())
+            if (output_key(outs[i]) == output_key(outs[j]))
                 throw sv::error(outs[i] + ": given twice as an output");
     }
 }
@@ -159,6 +168,7 @@ int cmd_past(const options& o, const std::string& rl_path, const std::string& sf
         vector_job.emplace(sv::prepare(sv::extract(sv::weights(rl, role("rl", rl_path)), sv::weights(sft, role("sft", sft_path))), be,
                                        sv::eval_options{.allow_mixed_float_dtypes = o.mixed}));
 
+    sv::cli::install_interrupt_handler(); // before the first temporary output exists
     std::vector<std::unique_ptr<sv::safetensors_writer>> writers;
     double total = 0;
     std::size_t tensors = 0;
@@ -223,6 +233,7 @@ int cmd_extract(const options& o, const std::string& rl_path, const std::string&
     const auto e = sv::extract(sv::weights(rl, role("rl", rl_path)), sv::weights(sft, role("sft", sft_path)));
     const auto dt = o.dtype == "keep" ? std::optional<sv::dtype>(sv::dtype::f32) : parse_out_dtype(o.dtype);
     const auto job = sv::prepare(e, sv::cpu_backend{.threads = o.threads}, sv::eval_options{.out_dtype = dt, .allow_mixed_float_dtypes = o.mixed});
+    sv::cli::install_interrupt_handler();
     sv::safetensors_writer w(out, writer_options(o, provenance(sv::describe(sv::extract(sv::weights(rl, "rl"), sv::weights(sft, "sft"))), {{"rl", rl_path}, {"sft", sft_path}}, std::nullopt), std::nullopt));
     run_into(o, job, w);
     summary(o, "wrote the skill vector", plan_bytes(job.outputs()), seconds_since(t0));
@@ -238,6 +249,7 @@ int cmd_inject(const options& o, const std::string& target_path, const std::stri
     // A saved vector is usually f32 and the model bf16: mixing float kinds is the point here.
     const auto job = sv::prepare(e, sv::cpu_backend{.threads = o.threads},
                                  sv::eval_options{.out_dtype = parse_out_dtype(o.dtype), .allow_mixed_float_dtypes = true});
+    sv::cli::install_interrupt_handler();
     sv::safetensors_writer w(out, writer_options(o, provenance(sv::describe(sv::inject(sv::weights(target, "target"), sv::delta(v, "vector"), static_cast<float>(o.lambda))),
                                                  {{"target", target_path}, {"vector", vector_path}}, o.lambda),
                                                  target.directory()));
@@ -289,6 +301,7 @@ int cmd_analyze(const options& o, const std::string& a0, const std::string& a, c
     for (const auto* st : {&A0, &A, &B0, &B})
         for (const auto& n : st->tensor_names())
             if (const auto v = st->find(n); v && sv::is_arithmetic(v->type)) in_bytes += static_cast<double>(v->bytes.size());
+    sv::cli::install_interrupt_handler();
     sv::cli::progress bar(job.tensor_count(), in_bytes, !o.quiet);
     const auto res = job.run([&](const sv::tensor_info&, std::uint64_t read) { bar.advance(static_cast<double>(read)); });
     bar.clear();
@@ -480,7 +493,6 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "skillvec: error: %s (see skillvec --help)\n", e.what());
         return 2;
     }
-    sv::cli::install_interrupt_handler();
     try {
         if (*past) return cmd_past(o, rl, sft, targets, outs, save_vector);
         if (*extract) return cmd_extract(o, rl, sft, extract_out);

@@ -21,8 +21,17 @@ inline std::atomic<bool>& interrupted() {
     return flag;
 }
 
+/// From here on, SIGINT and SIGTERM set interrupted(), which progress::advance turns into an
+/// exception between tensors. Install it only where that check runs (the tensor loop): before it,
+/// a command stuck in, say, open() on a FIFO would otherwise ignore both signals for ever. A
+/// second signal before the first was acted on ends the process at once.
 inline void install_interrupt_handler() {
-    auto on_signal = [](int) { interrupted().store(true); };
+    auto on_signal = [](int sig) {
+        if (interrupted().exchange(true)) {
+            std::signal(sig, SIG_DFL);
+            std::raise(sig);
+        }
+    };
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
 }
