@@ -4,7 +4,8 @@
 #   scripts/dev.sh demo    build and run the main job
 #   scripts/dev.sh test    build and run every test: release build (unit, compile-time,
 #                          compile-fail, packaging consumers, 10^8-element accuracy), a clang
-#                          build (unit, compile-time, compile-fail), an ASan+UBSan build of the
+#                          build (unit, compile-time, compile-fail, a 30 s libFuzzer run of the
+#                          safetensors header parser), an ASan+UBSan build of the
 #                          unit tests, and a benchmark smoke run
 #   scripts/dev.sh deps    only install the Debian packages that are missing
 #
@@ -19,7 +20,7 @@ clang_build="${CLANG_BUILD_DIR:-$root/build-clang}"
 jobs="${JOBS:-$(nproc)}"
 
 # Debian 12 packages skillvec builds against; versions are pinned in cmake/skillvecDependencies.cmake.
-packages=(cmake g++ clang make python3 libxtensor-dev libxsimd-dev nlohmann-json3-dev libcli11-dev catch2 libbenchmark-dev)
+packages=(cmake g++ clang make python3 libxtensor-dev libxsimd-dev nlohmann-json3-dev libcli11-dev catch2 libbenchmark-dev libclang-rt-14-dev)
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
@@ -80,9 +81,9 @@ test_all() {
   log "release tests"
   (cd "$build" && ctest -j "$jobs" --output-on-failure)
 
-  log "clang build (unit, compile-time and compile-fail tests)"
+  log "clang build (unit, compile-time and compile-fail tests, libFuzzer on the safetensors header)"
   CXX=clang++ configure "$clang_build" -DCMAKE_BUILD_TYPE=Release -DSKILLVEC_LARGE_TESTS=OFF \
-    -DSKILLVEC_CONSUMER_TESTS=OFF -DSKILLVEC_BUILD_BENCHMARKS=OFF -DSKILLVEC_BUILD_EXAMPLES=OFF
+    -DSKILLVEC_CONSUMER_TESTS=OFF -DSKILLVEC_BUILD_BENCHMARKS=OFF -DSKILLVEC_BUILD_EXAMPLES=OFF -DSKILLVEC_FUZZ=ON
   cmake --build "$clang_build" -j "$jobs"
   (cd "$clang_build" && ctest -j "$jobs" --output-on-failure)
 

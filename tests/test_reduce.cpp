@@ -184,9 +184,9 @@ TEST_CASE("cosine of 10^8 elements is within 1e-6 of an exact double reference",
     std::normal_distribution<float> nd(0.0f, 0.01f);
     for (double mix : {0.3, 1e-3, 0.0}) {
         for (std::uint64_t i = 0; i < n; ++i) {
-            const float u = nd(rng), w = nd(rng);
-            va[i] = u;
-            vb[i] = static_cast<float>(mix * u + std::sqrt(1 - mix * mix) * w);
+            const float x = nd(rng), w = nd(rng);
+            va[i] = x;
+            vb[i] = static_cast<float>(mix * x + std::sqrt(1 - mix * mix) * w);
         }
         test::exact_sum d, aa, bb;
         for (std::uint64_t i = 0; i < n; ++i) {

@@ -82,6 +82,12 @@ TEST_CASE("the malformed-file corpus: every rule, named", "[safetensors][corpus]
         {"lower-case dtype", make_file(R"({"w":{"dtype":"f32","shape":[2],"data_offsets":[0,8]}})", 8), R::unknown_dtype, "w"},
         {"negative dimension", make_file(R"({"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8), R::bad_entry, "w"},
         {"fractional dimension", make_file(R"({"w":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]}})", 8), R::bad_entry, "w"},
+        // Found by the fuzz work: the message dumped the element, recursively, and overflowed the stack.
+        {"shape element nested a million arrays deep",
+         make_file(R"({"w":{"dtype":"F32","shape":[)" + std::string(1'000'000, '[') + std::string(1'000'000, ']') +
+                       R"(],"data_offsets":[0,0]}})",
+                   0),
+         R::bad_entry, "w"},
         {"three offsets", make_file(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8,9]}})", 8), R::bad_entry, "w"},
         {"metadata not strings", make_file(R"({"__metadata__":{"a":1},)" + ok_entry + "}", 8), R::bad_metadata, ""},
         {"end before begin", make_file(R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", 8), R::offsets_reversed, "w"},
@@ -108,6 +114,45 @@ TEST_CASE("the malformed-file corpus: every rule, named", "[safetensors][corpus]
         CHECK_THAT(msg, Contains(std::string(name_of(c.rule))));
         if (*c.tensor) CHECK_THAT(msg, Contains(std::string("tensor '") + c.tensor + "'"));
         CHECK(msg.find('\n') == std::string::npos); // one line
+    }
+}
+
+TEST_CASE("a file length check that cannot wrap around: offsets summing to almost 2^64 are 'truncated'", "[safetensors]") {
+    // Eight U8 tensors of 2^61 - 1 bytes (the most whose bit count fits 64 bits) tile [0, 2^64 - 8):
+    // the offsets pass, and 8 + N + 2^64 - 8 would wrap to N, making the file look too long.
+    const std::uint64_t big = (std::uint64_t{1} << 61) - 1;
+    std::string h = "{";
+    for (std::uint64_t k = 0; k < 8; ++k)
+        h += (k ? ",\"t" : "\"t") + std::to_string(k) + R"(":{"dtype":"U8","shape":[)" + std::to_string(big) +
+             R"(],"data_offsets":[)" + std::to_string(k * big) + "," + std::to_string((k + 1) * big) + "]}";
+    h += "}";
+    const auto [rule, msg] = rejection(make_file(h, 16));
+    CHECK(rule == R::file_length_mismatch);
+    CHECK_THAT(msg, Contains("data take " + std::to_string(8 * big) + " bytes") && Contains("(truncated)"));
+    CHECK_THAT(rejection(make_file("{" + std::string(R"("w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})") + "}", 7)).second,
+               Contains("data take 8 bytes but the file has 7 after the header (truncated)"));
+    CHECK_THAT(rejection(make_file("{" + std::string(R"("w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})") + "}", 9)).second,
+               Contains("(trailing bytes)"));
+}
+
+TEST_CASE("control characters in names do not break the one-line message", "[safetensors]") {
+    // Found by the fuzz work: a tensor named "\u0000" cut what() short (before the rule), and a
+    // newline made it two lines. The message escapes them; tensor() keeps the name as it is.
+    try {
+        (void)io::parse_header(make_file(R"({"\u0000":[]})", 0), "nul.safetensors");
+        FAIL("accepted");
+    } catch (const safetensors_error& e) {
+        CHECK(e.rule() == R::bad_entry);
+        CHECK(e.tensor() == std::string(1, '\0'));
+        CHECK(std::string(e.what()) == "nul.safetensors: tensor '\\x00': bad tensor entry: not an object");
+    }
+    try {
+        (void)io::parse_header(make_file(R"({"a\nb":{"dtype":"F\r32","shape":[],"data_offsets":[0,4]}})", 4), "nl.safetensors");
+        FAIL("accepted");
+    } catch (const safetensors_error& e) {
+        CHECK(e.rule() == R::unknown_dtype);
+        CHECK(e.tensor() == "a\nb");
+        CHECK(std::string(e.what()) == "nl.safetensors: tensor 'a\\x0Ab': unknown dtype: 'F\\x0D32'");
     }
 }
 
@@ -227,6 +272,8 @@ TEST_CASE("sharded checkpoints: the index must agree with the shards", "[safeten
     setup(R"({"metadata":{"total_size":21},"weight_map":{"a":"s1.safetensors","b":"s2.safetensors"}})");
     CHECK(rule_of().first == R::index_invalid);
     setup(R"({"weight_map":{"a":"../s1.safetensors","b":"s2.safetensors"}})");
+    CHECK(rule_of().first == R::index_invalid);
+    setup(R"({"weight_map":{"a":"s1.safetensors\u0000x","b":"s2.safetensors"}})"); // not s1.safetensors
     CHECK(rule_of().first == R::index_invalid);
     setup(R"({"weight_map":)");
     CHECK(rule_of().first == R::index_invalid);

@@ -96,7 +96,9 @@ enum class safetensors_rule {
 }
 
 /// A safetensors file or checkpoint broke a rule. what() is one line:
-/// "<file>: tensor '<name>': <rule>: <detail>" (the tensor part only when there is one).
+/// "<file>: tensor '<name>': <rule>: <detail>" (the tensor part only when there is one), with
+/// control characters (a newline or NUL in a tensor name, say) written as \xNN; file() and
+/// tensor() are the names as they are.
 class safetensors_error : public error {
 public:
     safetensors_error(std::string file, std::string tensor, safetensors_rule rule, const std::string& detail)
@@ -112,7 +114,20 @@ private:
         if (!tensor.empty()) s += "tensor '" + tensor + "': ";
         s += std::string(name_of(rule));
         if (!detail.empty()) s += ": " + detail;
-        return s;
+        std::string out; // control characters would break the line, or end what() early (NUL)
+        out.reserve(s.size());
+        for (const char c : s) {
+            const auto u = static_cast<unsigned char>(c);
+            if (u >= 0x20 && u != 0x7F) {
+                out += c;
+            } else {
+                constexpr char hex[] = "0123456789ABCDEF";
+                out += "\\x";
+                out += hex[u >> 4];
+                out += hex[u & 0xF];
+            }
+        }
+        return out;
     }
     std::string file_, tensor_;
     safetensors_rule rule_;
@@ -243,7 +258,11 @@ inline nlohmann::json parse_json_strict(std::string_view text, std::string& dup)
         if (sh->size() > shape::max_rank) fail(R::bad_entry, "rank " + std::to_string(sh->size()) + " is above 8", name);
         std::vector<std::uint64_t> dims;
         for (const auto& d : *sh) {
-            if (!d.is_number_unsigned()) fail(R::bad_entry, "shape holds " + d.dump() + ", not a non-negative integer", name);
+            if (!d.is_number_unsigned()) // an array or object by its kind: dump() recurses, and nesting is unbounded
+                fail(R::bad_entry,
+                     "shape holds " + (d.is_structured() ? std::string("an ") + d.type_name() : d.dump()) +
+                         ", not a non-negative integer",
+                     name);
             dims.push_back(d.get<std::uint64_t>());
         }
         e.dims = shape(dims);
@@ -280,11 +299,13 @@ inline nlohmann::json parse_json_strict(std::string_view text, std::string& dup)
                  e.name);
         at = e.end;
     }
-    const std::uint64_t want = 8 + n + at;
-    if (want != bytes.size())
+    // n <= 1e8 and bytes.size() >= 8 + n here, so only `at` can make 8 + n + at wrap around.
+    const std::uint64_t room = bytes.size() - 8 - n;
+    if (at != room)
         fail(R::file_length_mismatch,
-             "header and data take " + std::to_string(want) + " bytes but the file has " + std::to_string(bytes.size()) +
-                 (bytes.size() > want ? " (trailing bytes)" : " (truncated)"));
+             at > room ? "data take " + std::to_string(at) + " bytes but the file has " + std::to_string(room) + " after the header (truncated)"
+                       : "header and data take " + std::to_string(8 + n + at) + " bytes but the file has " +
+                             std::to_string(bytes.size()) + " (trailing bytes)");
     return h;
 }
 
@@ -292,7 +313,8 @@ inline nlohmann::json parse_json_strict(std::string_view text, std::string& dup)
 class mapped_file {
 public:
     explicit mapped_file(const std::filesystem::path& path) : path_(path.string()) {
-        fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+        // O_NONBLOCK: a FIFO must not block open() before fstat() can refuse it (no effect on files).
+        fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
         if (fd_ < 0) throw safetensors_error(path_, "", safetensors_rule::io, std::strerror(errno));
         struct stat st{};
         if (::fstat(fd_, &st) != 0) fail_errno();
@@ -496,7 +518,8 @@ private:
         for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
             if (!it.value().is_string()) bad("weight_map value is not a file name", it.key());
             const std::string f = it.value().get<std::string>();
-            if (f.empty() || f.find('/') != std::string::npos || f == "." || f == "..")
+            if (f.empty() || f.find('/') != std::string::npos || f.find('\0') != std::string::npos || f == "." ||
+                f == "..") // (a NUL would cut the path short: "s1.safetensors\u0000x" opened s1.safetensors)
                 bad("shard name '" + f + "' is not a plain file name", it.key());
             wanted[it.key()] = f;
             shard_files.insert(f);
