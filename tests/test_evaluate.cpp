@@ -8,7 +8,9 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
+#include <map>
 #include <new>
 
 using namespace skillvec;
@@ -570,4 +572,53 @@ TEST_CASE("a 16-bit model plus f32 vectors is converted in registers and matches
             check(weights(t) + (delta(v) + delta(w)) + 0.125f * (weights(u) - weights(t))); // 5 leaves: tiled
         }
     }
+}
+
+TEST_CASE("a range sink gets each tensor in ordered, covering ranges of at most range_sink_bytes, bit-identical",
+          "[evaluate][sink][range]") {
+    // Ranges of whole elements; tensors larger than one range (f32, bf16 and an int pass-through),
+    // odd lengths, empty and rank-0 tensors.
+    const std::vector<test::tensor_spec> specs = {{"big.f32", dtype::f32, {600'001}},     {"big.bf16", dtype::bf16, {3, 700'001}},
+                                                  {"ids", dtype::i64, {300'007}},        {"odd", dtype::f16, {1031}},
+                                                  {"empty", dtype::f32, {0}},            {"scalar", dtype::bf16, {}}};
+    const auto t = test::random_store("t", specs, 1), rl = test::perturbed(t, "rl", 2, 0.1f), sft = test::perturbed(t, "sft", 3, 0.1f);
+    struct ranged_sink {
+        memory_store inner;
+        std::vector<std::string> log;
+        std::map<std::string, std::uint64_t> next;
+        std::vector<std::byte> scratch;
+        std::span<std::byte> acquire(const tensor_info&) {
+            FAIL("acquire() called on a range sink");
+            return {};
+        }
+        std::span<std::byte> acquire_range(const tensor_info& i, std::uint64_t off, std::uint64_t n) {
+            CHECK(off == next[i.name]); // in order, no gap
+            CHECK(n <= range_sink_bytes);
+            CHECK(n % std::max<std::uint64_t>(1, bits_of(i.type) / 8) == 0); // whole elements
+            scratch.assign(n, std::byte{0xAB});                             // a fresh buffer each time
+            return scratch;
+        }
+        void commit_range(const tensor_info& i, std::uint64_t off, std::uint64_t n) {
+            if (!inner.find(i.name)) inner.add(i.name, i.type, i.dims);
+            std::memcpy(inner.find_mutable(i.name)->bytes.data() + off, scratch.data(), n);
+            next[i.name] = off + n;
+        }
+        void commit(const tensor_info& i) {
+            if (!inner.find(i.name)) inner.add(i.name, i.type, i.dims);
+            CHECK(next[i.name] == i.nbytes()); // covered exactly
+            log.push_back(i.name);
+        }
+    };
+    static_assert(range_sink<ranged_sink>);
+    const auto e = past(weights(t), weights(rl), weights(sft), 0.3f);
+    ranged_sink s;
+    const auto rep = evaluate(e, s);
+    const auto want = materialize(e);
+    CHECK(s.log == want.tensor_names());
+    for (const auto& n : want.tensor_names()) {
+        INFO(n);
+        CHECK(test::same_bits(s.inner.at(n), want.at(n)));
+    }
+    CHECK(rep.passed_through == std::vector<std::string>{"ids"});
+    CHECK(s.next["big.bf16"] == 3 * 700'001 * 2);
 }

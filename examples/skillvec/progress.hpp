@@ -3,6 +3,7 @@
 // stderr is not a terminal or --quiet is given. Also the place where Ctrl-C is noticed: the sink
 // wrapper throws between tensors, so writers unwind and remove their temporary outputs.
 #include <skillvec/core/error.hpp>
+#include <skillvec/core/sink.hpp>
 #include <skillvec/core/tensor_view.hpp>
 
 #include <atomic>
@@ -98,6 +99,17 @@ public:
         if constexpr (requires { sink_->begin(plan); }) sink_->begin(plan);
     }
     std::span<std::byte> acquire(const tensor_info& i) { return sink_->acquire(i); }
+    // A range sink stays one (so the writer gets tensors in cache-sized pieces).
+    std::span<std::byte> acquire_range(const tensor_info& i, std::uint64_t off, std::uint64_t n)
+        requires range_sink<Sink>
+    {
+        return sink_->acquire_range(i, off, n);
+    }
+    void commit_range(const tensor_info& i, std::uint64_t off, std::uint64_t n)
+        requires range_sink<Sink>
+    {
+        sink_->commit_range(i, off, n);
+    }
     void commit(const tensor_info& i) {
         sink_->commit(i);
         p_->advance(static_cast<double>(i.nbytes()));

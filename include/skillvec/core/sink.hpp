@@ -11,10 +11,24 @@
 /// before any tensor (a file writer lays out its header from it), and `finish()` once after the
 /// last tensor when everything succeeded. A sink that is abandoned without `finish()` must not
 /// leave a result that looks complete.
+///
+/// A *range sink* also takes a tensor piece by piece, so that it never needs a buffer the size of
+/// the largest tensor and hands on each piece while it is still in cache:
+///
+/// \code
+///   std::span<std::byte> acquire_range(const tensor_info&, std::uint64_t offset, std::uint64_t count);
+///   void commit_range(const tensor_info&, std::uint64_t offset, std::uint64_t count);
+/// \endcode
+///
+/// Evaluation then calls, for each tensor, `acquire_range`/`commit_range` for consecutive byte
+/// ranges that cover it exactly, in order, each at most `range_sink_bytes` long (except that a
+/// range is never cut inside an element), and then `commit(info)`; it never calls `acquire`.
+/// The buffers must not overlap the expression's inputs.
 
 #include <skillvec/core/store.hpp>
 #include <skillvec/core/tensor_view.hpp>
 
+#include <cstdint>
 #include <span>
 
 namespace skillvec {
@@ -25,6 +39,17 @@ concept weight_sink = requires(K& k, const tensor_info& info) {
     { k.acquire(info) } -> std::same_as<std::span<std::byte>>;
     k.commit(info);
 };
+
+/// A sink that can also take tensors in byte ranges (see above).
+template <class K>
+concept range_sink = weight_sink<K> && requires(K& k, const tensor_info& info, std::uint64_t off, std::uint64_t n) {
+    { k.acquire_range(info, off, n) } -> std::same_as<std::span<std::byte>>;
+    k.commit_range(info, off, n);
+};
+
+/// The largest range evaluation gives a range sink: small enough that the range, and the inputs
+/// it was computed from, are still in the cache when the sink copies it out.
+inline constexpr std::uint64_t range_sink_bytes = std::uint64_t{1} << 20;
 
 /// A sink that overwrites the tensors of an existing mutable store in place (for example
 /// `t += lambda * (rl - sft)` on a model's own parameters). Every planned tensor must already exist

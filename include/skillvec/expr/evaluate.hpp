@@ -155,6 +155,13 @@ public:
             return;
         }
         const std::uint64_t need = e.out.nbytes();
+        if constexpr (range_sink<std::remove_cvref_t<K>>) {
+            run_tensor_in_ranges(e, sink, rep);
+            rep.bytes_written += need;
+            sink.commit(e.out);
+            for (const auto& leaf : plan_.leaves) leaf.release(e.out.name);
+            return;
+        }
         std::span<std::byte> out = sink.acquire(e.out);
         if (out.size() != need)
             throw error("sink gave " + std::to_string(out.size()) + " bytes for tensor '" + e.out.name +
@@ -199,6 +206,63 @@ public:
         for (const auto& leaf : plan_.leaves) leaf.release(e.out.name);
     }
 
+private:
+    /// run_tensor for a range sink: the tensor is computed (or copied) range by range into the
+    /// sink's buffers, each handed back while still in cache; inputs are released range by range.
+    template <class K> void run_tensor_in_ranges(const detail::plan_entry& e, K& sink, evaluation_report& rep) const {
+        const std::uint64_t n = e.out.numel();
+        const std::uint64_t out_es = std::max<std::uint64_t>(1, bits_of(e.out.type) / 8);
+        // Whole elements per range; for computed tensors a multiple of 64, which keeps the
+        // kernels' per-thread pieces cache-line aligned.
+        const std::uint64_t per = std::max<std::uint64_t>(64, (range_sink_bytes / out_es) / 64 * 64);
+        const bool pass = e.action == tensor_action::pass_through;
+        const std::uint64_t total = e.out.nbytes();
+        auto take = [&](std::uint64_t off, std::uint64_t count) {
+            std::span<std::byte> buf = sink.acquire_range(e.out, off, count);
+            if (buf.size() != count)
+                throw error("sink gave " + std::to_string(buf.size()) + " bytes for bytes [" + std::to_string(off) + ", " +
+                            std::to_string(off + count) + ") of tensor '" + e.out.name + "'");
+            for (std::size_t k = 0; k < plan_.leaves.size(); ++k)
+                if (detail::overlaps(e.inputs[k].bytes, buf))
+                    throw error("tensor '" + e.out.name + "': the sink's buffer overlaps operand " + detail::operand_name(plan_.leaves, k));
+            return buf;
+        };
+        if (pass) { // non-float: bytes as they are (sub-byte dtypes too), in ranges of range_sink_bytes
+            const auto src = e.inputs[0].bytes;
+            for (std::uint64_t off = 0; off < total; off += range_sink_bytes) {
+                const std::uint64_t count = std::min<std::uint64_t>(range_sink_bytes, total - off);
+                auto buf = take(off, count);
+                std::memcpy(buf.data(), src.data() + off, count);
+                sink.commit_range(e.out, off, count);
+            }
+            rep.passed_through.push_back(e.out.name);
+            rep.bytes_read += src.size();
+            return;
+        }
+        for (std::size_t k = 0; k < plan_.leaves.size(); ++k) rep.bytes_read += e.inputs[k].bytes.size();
+        const auto g = detail::gather<E::arity>(e);
+        for (std::uint64_t c0 = 0; c0 < n; c0 += per) {
+            const std::uint64_t c = std::min<std::uint64_t>(per, n - c0);
+            std::array<const std::byte*, E::arity> in_c;
+            for (std::size_t k = 0; k < E::arity; ++k) in_c[k] = g.data[k] + c0 * (bits_of(g.types[k]) / 8);
+            auto buf = take(c0 * out_es, c * out_es);
+            backend::cpu::map_tensor(expr_, g.types.data(), in_c.data(), e.out.type, buf.data(), c, be_, false);
+            sink.commit_range(e.out, c0 * out_es, c * out_es);
+            // Release what has been consumed, a chunk_elements block at a time (fewer madvise calls).
+            const std::uint64_t done = c0 + c;
+            if (done < n && (done / chunk_elements != c0 / chunk_elements)) {
+                const std::uint64_t from = (c0 / chunk_elements) * chunk_elements, upto = (done / chunk_elements) * chunk_elements;
+                for (std::size_t k = 0; k < plan_.leaves.size(); ++k) {
+                    const std::uint64_t es = bits_of(g.types[k]) / 8;
+                    plan_.leaves[k].release_range(e.out.name, from * es, (upto - from) * es);
+                }
+            }
+        }
+        rep.computed.push_back(e.out.name);
+        rep.elements += n;
+    }
+
+public:
     /// Evaluates a reduction in one fused pass over all its leaves.
     [[nodiscard]] auto run() const
         requires reduction_expression<E>

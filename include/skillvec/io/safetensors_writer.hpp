@@ -156,10 +156,41 @@ public:
         return {buffer_.get(), static_cast<std::size_t>(nb)};
     }
 
-    /// Writes the acquired buffer to its place in its shard.
+    /// A buffer for bytes [offset, offset + count) of a tensor: ranges come in order and cover
+    /// the tensor (a range sink, see core/sink.hpp). Memory stays at one range, whatever the
+    /// tensor's size, and each range is written while it is still in cache.
+    std::span<std::byte> acquire_range(const tensor_info& info, std::uint64_t offset, std::uint64_t count) {
+        slot& sl = find(info);
+        if (sl.written || offset != sl.ranged || count > info.nbytes() - offset)
+            throw error(out_.string() + ": tensor '" + info.name + "': range [" + std::to_string(offset) + ", " +
+                        std::to_string(offset + count) + ") is out of order or out of bounds");
+        if (count > capacity_) {
+            buffer_ = detail::allocate_aligned(static_cast<std::size_t>(count));
+            capacity_ = count;
+        }
+        sl.by_ranges = true;
+        return {buffer_.get(), static_cast<std::size_t>(count)};
+    }
+
+    /// Writes an acquired range to its place in its shard.
+    void commit_range(const tensor_info& info, std::uint64_t offset, std::uint64_t count) {
+        slot& sl = find(info);
+        if (!sl.by_ranges || offset != sl.ranged || count > info.nbytes() - offset)
+            throw error(out_.string() + ": tensor '" + info.name + "': committed a range that was not acquired");
+        write_all(shards_[sl.shard], buffer_.get(), count, sl.offset + offset, "writing tensor '" + info.name + "'");
+        sl.ranged += count;
+    }
+
+    /// Writes the acquired buffer to its place in its shard (after acquire), or checks that the
+    /// ranges written cover the tensor (after acquire_range/commit_range).
     void commit(const tensor_info& info) {
         slot& sl = find(info);
-        write_all(shards_[sl.shard], buffer_.get(), info.nbytes(), sl.offset, "writing tensor '" + info.name + "'");
+        if (!sl.by_ranges) {
+            write_all(shards_[sl.shard], buffer_.get(), info.nbytes(), sl.offset, "writing tensor '" + info.name + "'");
+        } else if (sl.ranged != info.nbytes()) {
+            throw error(out_.string() + ": tensor '" + info.name + "': ranges cover " + std::to_string(sl.ranged) + " of " +
+                        std::to_string(info.nbytes()) + " bytes");
+        }
         sl.written = true;
         written_bytes_ += info.nbytes();
     }
@@ -229,6 +260,8 @@ private:
         std::uint64_t offset; // in its file (after begin())
         tensor_info info;
         bool written = false;
+        bool by_ranges = false;   // acquire_range was used
+        std::uint64_t ranged = 0; // bytes written so far through commit_range
     };
 
     slot& find(const tensor_info& info) {
