@@ -16,6 +16,8 @@
 /// mistakes for a checkpoint. An existing output is never replaced unless `overwrite` is set.
 /// Shard files are preallocated in `begin()`, so a full disk is reported before any work, and
 /// writes use pwrite from one reused buffer, so a late I/O error is an exception, never SIGBUS.
+/// It is a range sink (core/sink.hpp): evaluation hands it tensors in 1 MiB ranges, so that
+/// buffer stays 1 MiB and each range is copied out while it is still in cache.
 
 #include <skillvec/core/config.hpp>
 #include <skillvec/core/error.hpp>
