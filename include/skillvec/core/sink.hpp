@@ -21,9 +21,9 @@
 /// \endcode
 ///
 /// Evaluation then calls, for each tensor, `acquire_range`/`commit_range` for consecutive byte
-/// ranges that cover it exactly, in order, each at most `range_sink_bytes` long (except that a
-/// range is never cut inside an element), and then `commit(info)`; it never calls `acquire`.
-/// The buffers must not overlap the expression's inputs.
+/// ranges of whole elements that cover it exactly, in order, each at most `range_sink_bytes`
+/// long, and then `commit(info)` (an empty tensor gets no range); it never calls `acquire`. The
+/// buffers must not overlap the expression's inputs.
 
 #include <skillvec/core/store.hpp>
 #include <skillvec/core/tensor_view.hpp>

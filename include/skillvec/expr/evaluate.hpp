@@ -208,7 +208,8 @@ public:
 
 private:
     /// run_tensor for a range sink: the tensor is computed (or copied) range by range into the
-    /// sink's buffers, each handed back while still in cache; inputs are released range by range.
+    /// sink's buffers, each handed back while still in cache; inputs are released a
+    /// chunk_elements block at a time.
     template <class K> void run_tensor_in_ranges(const detail::plan_entry& e, K& sink, evaluation_report& rep) const {
         const std::uint64_t n = e.out.numel();
         const std::uint64_t out_es = std::max<std::uint64_t>(1, bits_of(e.out.type) / 8);
