@@ -429,7 +429,9 @@ int report_error(const std::string& what) {
 int main(int argc, char** argv) {
     CLI::App app{"skillvec " + version() + ": Parametric Skill Transfer and weight arithmetic on safetensors checkpoints"};
     app.require_subcommand(1);
-    app.set_version_flag("--version", version());
+    // The build's arithmetic, for reproducing results elsewhere: t + λ·v rounds once with an FMA.
+    app.set_version_flag("--version", "skillvec " + version() + " (simd: " + std::string(xsimd::default_arch::name()) +
+                                          ", fma: " + (sv::has_hardware_fma ? "yes" : "no") + ")");
     options o;
     auto add_common = [&](CLI::App* c, bool writes) {
         c->add_option("--threads", o.threads, "threads to use (default: all)");

@@ -24,7 +24,10 @@ nodes.hpp; dtype.hpp):
     double rounding innocuous), followed by an independent bf16 round-to-nearest-even and numpy's
     f32 -> f16 cast (also RNE). For lambda = 1 and 0.5 the product is exact anyway, so plain
     numpy f32 `t + lambda*(rl - sft)` gives the same bits; lambda = 0.3 is tested as well because
-    there an FMA and a separate multiply-add differ, and the library promises the FMA.
+    there an FMA and a separate multiply-add differ, and the library promises the FMA where the
+    target has one. A build for a target without FMA (the sanitizer build targets baseline x86-64)
+    rounds twice, as a*b + c; `skillvec --version` says which ("fma: yes|no") and the oracle
+    follows it.
   * Exception: a NaN's payload after arithmetic is the hardware's business (IEEE 754 only
     recommends propagation). On x86-64 NaN outputs are checked bit for bit (quiet(source), which
     is what SSE/AVX do); elsewhere only "NaN, same sign, quiet". A NaN *made* by the arithmetic
@@ -201,6 +204,20 @@ def fma32(a, b, c):
         return s.astype(np.float32)
 
 
+# Whether the skillvec under test computes t + lambda*v with a hardware FMA (one rounding) or as
+# a*b + c (two), as `skillvec --version` says: the library uses an FMA where the target it was
+# compiled for has one (docs/concepts.md), and a baseline x86-64 build (the sanitizer build) has none.
+HARDWARE_FMA = True
+
+
+def muladd32(a, b, c):
+    """t + lambda*v as the build under test computes it: fma32, or two f32 roundings."""
+    if HARDWARE_FMA:
+        return fma32(a, b, c)
+    with np.errstate(all="ignore"):
+        return (np.float32(a) * b.astype(np.float32)).astype(np.float32) + c.astype(np.float32)
+
+
 def fix_nans(res, sources):
     """Sets the bits of NaN results that propagate a NaN operand: quiet(source), as x86 SSE/AVX do
     (with several NaN operands of one payload, that payload). Returns (res, mask of propagated
@@ -229,7 +246,7 @@ def expected_past(t_dt, t_raw, rl_dt, rl_raw, sft_dt, sft_raw, lam, out_dt):
         d = (r - s).astype(np.float32)
     # A NaN in rl or sft reaches the output through d; one in t directly.
     d_q = np.where(np.isnan(r), quiet_f32_bits(rl_dt, rl_raw), quiet_f32_bits(sft_dt, sft_raw)).astype(np.uint32)
-    res = fma32(lam, d, t)
+    res = muladd32(lam, d, t)
     res, prop, made = fix_nans(res, [(t, quiet_f32_bits(t_dt, t_raw)), (r, d_q), (s, d_q)])
     return narrow(out_dt, res), prop, made
 
@@ -1160,8 +1177,15 @@ def main():
         print(f"interop: FAIL: {exe} is not an executable (build the skillvec_cli target)")
         return 1
     t0 = time.time()
+    global HARDWARE_FMA
+    version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip()
+    m = re.search(r"fma: (yes|no)", version)
+    if not m:
+        print(f"interop: FAIL: `skillvec --version` does not say whether it uses an FMA: {version!r}")
+        return 1
+    HARDWARE_FMA = m.group(1) == "yes"
     print(f"interop: numpy {np.__version__}, safetensors {safetensors.__version__}, python {platform.python_version()}, "
-          f"{platform.machine()}; skillvec {exe}")
+          f"{platform.machine()}; {version} at {exe}; oracle: {'fma' if HARDWARE_FMA else 'a*b + c'}")
     # A space, XML metacharacters and non-ASCII in every path: they reach the SVG caption and the
     # JSON of __metadata__, which must escape them.
     work = args.workdir or tempfile.mkdtemp(prefix="skillvec-interop-", suffix=" a&b <ü>")

@@ -21,15 +21,21 @@ namespace skillvec {
 /// nodes can still extend it.
 template <class T> struct lane_ops;
 
+/// Whether `lane_ops<float>::fma` (and so `t + λ·v`) rounds once, with a hardware fused
+/// multiply-add, or twice, as a*b + c: it depends on the target this is compiled for.
+inline constexpr bool has_hardware_fma =
+#if defined(__CUDA_ARCH__) || defined(__FMA__) || defined(__AVX512F__) || defined(__ARM_FEATURE_FMA)
+    true;
+#else
+    false;
+#endif
+
 template <> struct lane_ops<float> {
     /// Fused multiply-add where the hardware has it, so that scalar tails and SIMD bodies (which
     /// use the same instruction) round identically. Without hardware FMA both use a*b + c.
     SKILLVEC_HD static float fma(float a, float b, float c) noexcept {
-#if defined(__CUDA_ARCH__) || defined(__FMA__) || defined(__AVX512F__) || defined(__ARM_FEATURE_FMA)
-        return __builtin_fmaf(a, b, c);
-#else
-        return a * b + c;
-#endif
+        if constexpr (has_hardware_fma) return __builtin_fmaf(a, b, c);
+        else return a * b + c;
     }
     SKILLVEC_HD static float abs(float a) noexcept { return __builtin_fabsf(a); }
     /// 1 where |a| <= tol, else 0 (NaN counts as not small).
