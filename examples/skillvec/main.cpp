@@ -52,14 +52,15 @@ std::uint64_t parse_size(const std::string& s) {
     try {
         v = std::stod(s, &pos);
     } catch (...) {
-        throw sv::error("size '" + s + "' is not a number with an optional unit (B, KB, MB, GB, KiB, MiB, GiB)");
+        throw sv::error("--max-shard-size '" + s + "' is not a number with an optional unit (B, KB, MB, GB, KiB, MiB, GiB)");
     }
     std::string unit = s.substr(pos);
     for (auto& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
     const std::map<std::string, double> units = {{"", 1},      {"B", 1},         {"KB", 1e3},          {"MB", 1e6},
                                                   {"GB", 1e9}, {"KIB", 1024.0}, {"MIB", 1048576.0}, {"GIB", 1073741824.0}};
     const auto it = units.find(unit);
-    if (it == units.end() || v <= 0) throw sv::error("size '" + s + "': use a positive number and B, KB, MB, GB, KiB, MiB or GiB");
+    if (it == units.end() || !(v > 0) || !std::isfinite(v))
+        throw sv::error("--max-shard-size '" + s + "': use a positive number and B, KB, MB, GB, KiB, MiB or GiB");
     return static_cast<std::uint64_t>(v * it->second);
 }
 
@@ -495,6 +496,8 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "skillvec: error: %s (see skillvec --help)\n", e.what());
         return 2;
     }
+    if (!std::isfinite(static_cast<float>(o.lambda))) // a value error, like a bad --dtype: exit 1
+        return report_error("--lambda " + format_float(o.lambda) + ": use a finite number (it is applied in f32)");
     try {
         if (*past) return cmd_past(o, rl, sft, targets, outs, save_vector);
         if (*extract) return cmd_extract(o, rl, sft, extract_out);
@@ -503,12 +506,18 @@ int main(int argc, char** argv) {
         if (*inspect) return cmd_inspect(inspect_path);
     } catch (const sv::binding_error& e) {
         // The first line names the first problem's tensor and checkpoints; the rest list them all.
-        std::string what = e.what();
+        // The library's dtype hint names its option; here it is a flag.
+        const auto cli_words = [](std::string t) {
+            for (std::size_t at; (at = t.find("set allow_mixed_float_dtypes")) != std::string::npos;)
+                t.replace(at, 28, "pass --allow-mixed-dtypes");
+            return t;
+        };
+        const std::string what = cli_words(e.what());
         const auto nl = what.find('\n');
         const auto& p = e.problems();
         const std::string first = p.empty() ? what.substr(0, nl)
                                             : "checkpoints disagree (" + std::to_string(p.size()) + (p.size() == 1 ? " problem): " : " problems): ") +
-                                                  p.front().message;
+                                                  cli_words(p.front().message);
         return report_error(first + (nl == std::string::npos ? "" : what.substr(nl)));
     } catch (const std::exception& e) {
         return report_error(e.what());

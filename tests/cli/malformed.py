@@ -582,7 +582,8 @@ def group_models(r):
               first_has=[disagree(1) + "shape: '%s' is [8, 12] in %s but [8, 6] in %s" % (DOWN0, T, op(2, "rl", shape_rl))])
     dtype_sft = model("sft-dtype", 3, replace(Q0, tensor(Q0, "F16", [8, 8], 3)))
     past_case("past: different float dtype in sft", r_sft=dtype_sft,
-              first_has=[disagree(1) + "dtype: '%s' is BF16 in %s but F16 in %s" % (Q0, T, op(3, "sft", dtype_sft))])
+              first_has=[disagree(1) + "dtype: '%s' is BF16 in %s but F16 in %s" % (Q0, T, op(3, "sft", dtype_sft)),
+                         "(pass --allow-mixed-dtypes to compute across float kinds)"])
     past_case("past: different float dtype with --allow-mixed-dtypes succeeds", r_sft=dtype_sft, extra=["--allow-mixed-dtypes"],
               code=0)
     int_rl = model("rl-int", 2, replace(DOWN0, (DOWN0, "I64", [8, 12], tensor(DOWN0, "F32", [8, 12], 2)[3] * 2)))
@@ -745,7 +746,10 @@ def group_outputs(r):
     out = os.path.join(o, "merged")
     r.run("past: --max-shard-size not a size", ["past", "--rl", rl, "--sft", sft, "--target", target, "--out", out,
                                                 "--max-shard-size", "lots"],
-          first_has=["'lots'"], inputs=[rl, sft, target], outs=[out])
+          first_has=["--max-shard-size 'lots'"], inputs=[rl, sft, target], outs=[out])
+    for lam in ("nan", "inf", "1e39"):  # 1e39 overflows the f32 it is applied in
+        r.run(f"past: --lambda {lam}", ["past", "--rl", rl, "--sft", sft, "--target", target, "--out", out, "--lambda", lam],
+              first_has=["--lambda", "finite"], inputs=[rl, sft, target], outs=[out])
     r.run("past: --dtype i64", ["past", "--rl", rl, "--sft", sft, "--target", target, "--out", out, "--dtype", "i64"],
           first_has=["--dtype 'i64'"], inputs=[rl, sft, target], outs=[out])
     r.run("past: two --target, one --out", ["past", "--rl", rl, "--sft", sft, "--target", target, "--target", target, "--out", out],
