@@ -27,6 +27,17 @@ std::string read_text(const fs::path& p) {
     std::ifstream f(p);
     return {std::istreambuf_iterator<char>(f), {}};
 }
+/// Forwards begin/acquire/commit (and the range calls) but not finish(): the test seals and
+/// publishes by hand.
+struct no_finish {
+    safetensors_writer* w;
+    void begin(std::span<const tensor_info> p) { w->begin(p); }
+    std::span<std::byte> acquire(const tensor_info& i) { return w->acquire(i); }
+    void commit(const tensor_info& i) { w->commit(i); }
+    std::span<std::byte> acquire_range(const tensor_info& i, std::uint64_t o, std::uint64_t n) { return w->acquire_range(i, o, n); }
+    void commit_range(const tensor_info& i, std::uint64_t o, std::uint64_t n) { w->commit_range(i, o, n); }
+};
+no_finish without_finish(safetensors_writer& w) { return {&w}; }
 const std::vector<test::tensor_spec> specs = {{"model.embed_tokens.weight", dtype::bf16, {50, 16}},
                                               {"model.layers.0.w", dtype::f32, {300}},
                                               {"model.layers.1.w", dtype::f16, {7, 3}},
@@ -139,6 +150,27 @@ TEST_CASE("an output that appears while writing is never replaced without overwr
             else CHECK(read_text(dir / name) == "theirs");
         }
     }
+}
+
+TEST_CASE("seal() completes an output out of sight; publish() puts it in place", "[writer]") {
+    test::tmpdir dir;
+    const auto m = test::random_store("m", specs, 6);
+    {
+        safetensors_writer w(dir / "gone");
+        evaluate(weights(m), without_finish(w)); // tensors only
+        w.seal();
+        CHECK_FALSE(fs::exists(dir / "gone")); // sealed but not published: destroyed, nothing left
+    }
+    CHECK(listing(dir.path()).empty());
+    safetensors_writer w(dir / "out");
+    CHECK_THROWS_WITH(w.publish(), Contains("before seal"));
+    evaluate(weights(m), without_finish(w));
+    w.seal();
+    CHECK_FALSE(fs::exists(dir / "out"));
+    w.publish();
+    const auto back = safetensors_store::open(dir / "out");
+    for (const auto& n : m.tensor_names()) REQUIRE(test::same_bits(*back.find(n), m.at(n)));
+    CHECK(listing(dir.path()) == std::vector<std::string>{"out"});
 }
 
 TEST_CASE("a failed evaluation leaves no output and no temporary files", "[writer]") {

@@ -205,8 +205,13 @@ int cmd_past(const options& o, const std::string& rl_path, const std::string& sf
         for (std::size_t i = 0; i < jobs.size(); ++i)
             jobs[i].run_tensor(index[i].at(name), sv::cli::progress_sink(*writers[i], bar), reps[i]);
     }
-    for (auto& w : writers) w->finish();
-    if (vector_writer) vector_writer->finish();
+    // All outputs are sealed (synced, complete, still hidden) before any is put in place, so a
+    // failure or a kill during the slow part leaves none of them.
+    for (auto& w : writers) w->seal();
+    if (vector_writer) vector_writer->seal();
+    if (sv::cli::interrupted().load()) throw sv::error("interrupted");
+    for (auto& w : writers) w->publish();
+    if (vector_writer) vector_writer->publish();
     bar.clear();
     for (std::size_t i = 0; i < jobs.size(); ++i)
         if (!o.quiet && !reps[i].passed_through.empty())

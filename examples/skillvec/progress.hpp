@@ -115,7 +115,13 @@ public:
         p_->advance(static_cast<double>(i.nbytes()));
     }
     void finish() {
-        if constexpr (requires { sink_->finish(); }) sink_->finish();
+        if constexpr (requires { sink_->seal(); sink_->publish(); }) {
+            sink_->seal(); // the slow part (fsync): a Ctrl-C during it still cancels the output
+            if (interrupted().load()) throw error("interrupted");
+            sink_->publish();
+        } else if constexpr (requires { sink_->finish(); }) {
+            sink_->finish();
+        }
     }
 
 private:

@@ -197,9 +197,19 @@ public:
         written_bytes_ += info.nbytes();
     }
 
-    /// Syncs the shards, writes the index and the copied files, and renames the result into place.
+    /// Syncs the shards, writes the index and the copied files, and renames the result into place:
+    /// seal() then publish().
     void finish() {
-        namespace fs = std::filesystem;
+        seal();
+        publish();
+    }
+
+    /// The first half of finish(): checks every planned tensor was written, syncs the shards,
+    /// writes the index and copies the side files, all still under the temporary name. Writing
+    /// several outputs, seal them all and only then publish them all: a failure or a kill while
+    /// sealing (the slow part) then leaves none of them in place.
+    void seal() {
+        if (sealed_) return;
         if (!begun_) begin({});
         for (const auto& [name, sl] : slots_)
             if (!sl.written) throw error(out_.string() + ": tensor '" + name + "' was planned but never written");
@@ -216,6 +226,14 @@ public:
             if (opt_.copy_files_from) copy_side_files(*opt_.copy_files_from);
         }
         sync_dir(tmp_);
+        sealed_ = true;
+    }
+
+    /// The second half of finish(): renames the sealed output into place (a rename or two).
+    void publish() {
+        namespace fs = std::filesystem;
+        if (!sealed_) throw error(out_.string() + ": publish() before seal()");
+        if (finished_) return;
         std::error_code ec;
         const fs::path produced = single_file_ ? tmp_ / shards_.front().name : tmp_;
         const auto appeared = [&] {
@@ -379,7 +397,7 @@ private:
 
     std::filesystem::path out_, tmp_;
     safetensors_writer_options opt_;
-    bool single_file_ = false, begun_ = false, finished_ = false;
+    bool single_file_ = false, begun_ = false, sealed_ = false, finished_ = false;
     std::vector<shard> shards_;
     std::unordered_map<std::string, slot> slots_;
     std::uint64_t total_bytes_ = 0, written_bytes_ = 0;
