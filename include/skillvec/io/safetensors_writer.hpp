@@ -254,8 +254,9 @@ public:
             if (ec == std::errc::file_exists || ec == std::errc::directory_not_empty) throw appeared();
         }
         if (ec) {
+            const std::string why = ec.message(); // before the restore below reuses ec
             if (!backup.empty()) fs::rename(backup, out_, ec);
-            throw error(out_.string() + ": cannot rename the finished output into place: " + ec.message());
+            throw error(out_.string() + ": cannot rename the finished output into place: " + why);
         }
         if (!backup.empty()) fs::remove_all(backup, ec);
         if (single_file_) fs::remove_all(tmp_, ec);
