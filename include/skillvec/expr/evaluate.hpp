@@ -154,14 +154,33 @@ public:
             rep.skipped.push_back(e.out.name);
             return;
         }
-        const std::uint64_t need = e.out.nbytes();
-        if constexpr (range_sink<std::remove_cvref_t<K>>) {
-            run_tensor_in_ranges(e, sink, rep);
-            rep.bytes_written += need;
-            sink.commit(e.out);
-            for (const auto& leaf : plan_.leaves) leaf.release(e.out.name);
-            return;
+        if constexpr (range_sink<std::remove_cvref_t<K>>) run_tensor_in_ranges(e, sink, rep);
+        else run_tensor_whole(e, sink, rep);
+        rep.bytes_written += e.out.nbytes();
+        sink.commit(e.out);
+        for (const auto& leaf : plan_.leaves) leaf.release(e.out.name);
+    }
+
+private:
+    /// Pointers to element `c0` of each gathered input.
+    static std::array<const std::byte*, E::arity> inputs_at(const detail::gathered<E::arity>& g, std::uint64_t c0) {
+        std::array<const std::byte*, E::arity> in;
+        for (std::size_t k = 0; k < E::arity; ++k) in[k] = g.data[k] + c0 * (bits_of(g.types[k]) / 8);
+        return in;
+    }
+
+    /// Releases elements [from, from + count) of tensor `name` in every leaf's store.
+    void release_elements(const std::string& name, const detail::gathered<E::arity>& g, std::uint64_t from,
+                          std::uint64_t count) const {
+        for (std::size_t k = 0; k < plan_.leaves.size(); ++k) {
+            const std::uint64_t es = bits_of(g.types[k]) / 8;
+            plan_.leaves[k].release_range(name, from * es, count * es);
         }
+    }
+
+    /// run_tensor for an ordinary sink: the whole tensor into the buffer the sink gives.
+    template <class K> void run_tensor_whole(const detail::plan_entry& e, K& sink, evaluation_report& rep) const {
+        const std::uint64_t need = e.out.nbytes();
         std::span<std::byte> out = sink.acquire(e.out);
         if (out.size() != need)
             throw error("sink gave " + std::to_string(out.size()) + " bytes for tensor '" + e.out.name +
@@ -189,24 +208,15 @@ public:
             // holds at most a chunk of each input resident, whatever the tensor's size.
             for (std::uint64_t c0 = 0; c0 < n; c0 += chunk_elements) {
                 const std::uint64_t c = std::min<std::uint64_t>(chunk_elements, n - c0);
-                std::array<const std::byte*, E::arity> in_c;
-                for (std::size_t k = 0; k < E::arity; ++k) in_c[k] = g.data[k] + c0 * (bits_of(g.types[k]) / 8);
+                const auto in_c = inputs_at(g, c0);
                 backend::cpu::map_tensor(expr_, g.types.data(), in_c.data(), e.out.type, out.data() + c0 * out_es, c, be_, in_place);
-                if (c0 + c < n)
-                    for (std::size_t k = 0; k < plan_.leaves.size(); ++k) {
-                        const std::uint64_t es = bits_of(g.types[k]) / 8;
-                        plan_.leaves[k].release_range(e.out.name, c0 * es, c * es);
-                    }
+                if (c0 + c < n) release_elements(e.out.name, g, c0, c);
             }
             rep.computed.push_back(e.out.name);
             rep.elements += n;
         }
-        rep.bytes_written += need;
-        sink.commit(e.out);
-        for (const auto& leaf : plan_.leaves) leaf.release(e.out.name);
     }
 
-private:
     /// run_tensor for a range sink: the tensor is computed (or copied) range by range into the
     /// sink's buffers, each handed back while still in cache; inputs are released a
     /// chunk_elements block at a time.
@@ -244,8 +254,7 @@ private:
         const auto g = detail::gather<E::arity>(e);
         for (std::uint64_t c0 = 0; c0 < n; c0 += per) {
             const std::uint64_t c = std::min<std::uint64_t>(per, n - c0);
-            std::array<const std::byte*, E::arity> in_c;
-            for (std::size_t k = 0; k < E::arity; ++k) in_c[k] = g.data[k] + c0 * (bits_of(g.types[k]) / 8);
+            const auto in_c = inputs_at(g, c0);
             auto buf = take(c0 * out_es, c * out_es);
             backend::cpu::map_tensor(expr_, g.types.data(), in_c.data(), e.out.type, buf.data(), c, be_, false);
             sink.commit_range(e.out, c0 * out_es, c * out_es);
@@ -253,10 +262,7 @@ private:
             const std::uint64_t done = c0 + c;
             if (done < n && (done / chunk_elements != c0 / chunk_elements)) {
                 const std::uint64_t from = (c0 / chunk_elements) * chunk_elements, upto = (done / chunk_elements) * chunk_elements;
-                for (std::size_t k = 0; k < plan_.leaves.size(); ++k) {
-                    const std::uint64_t es = bits_of(g.types[k]) / 8;
-                    plan_.leaves[k].release_range(e.out.name, from * es, (upto - from) * es);
-                }
+                release_elements(e.out.name, g, from, upto - from);
             }
         }
         rep.computed.push_back(e.out.name);
@@ -292,14 +298,9 @@ public:
             // Chunks are multiples of the reduction block, so the result does not depend on them.
             for (std::uint64_t c0 = 0; c0 < n; c0 += chunk_elements) {
                 const std::uint64_t c = std::min<std::uint64_t>(chunk_elements, n - c0);
-                std::array<const std::byte*, E::arity> in_c;
-                for (std::size_t k = 0; k < E::arity; ++k) in_c[k] = g.data[k] + c0 * (bits_of(g.types[k]) / 8);
+                const auto in_c = inputs_at(g, c0);
                 backend::cpu::reduce_tensor(expr_, g.types.data(), in_c.data(), c, acc.data(), be_);
-                if (c0 + c < n)
-                    for (std::size_t k = 0; k < plan_.leaves.size(); ++k) {
-                        const std::uint64_t es = bits_of(g.types[k]) / 8;
-                        plan_.leaves[k].release_range(e.out.name, c0 * es, c * es);
-                    }
+                if (c0 + c < n) release_elements(e.out.name, g, c0, c);
             }
             const stats s = expr_.finish(acc.data(), n);
             const int layer = layer_of(e.out.name);
