@@ -150,12 +150,7 @@ public:
     /// A buffer for one tensor's bytes (reused from tensor to tensor).
     std::span<std::byte> acquire(const tensor_info& info) {
         (void)find(info); // planned, with this dtype and shape
-        const std::uint64_t nb = info.nbytes();
-        if (nb > capacity_) {
-            buffer_ = detail::allocate_aligned(static_cast<std::size_t>(nb));
-            capacity_ = nb;
-        }
-        return {buffer_.get(), static_cast<std::size_t>(nb)};
+        return buffer(info.nbytes());
     }
 
     /// A buffer for bytes [offset, offset + count) of a tensor: ranges come in order and cover
@@ -166,12 +161,8 @@ public:
         if (sl.written || offset != sl.ranged || count > info.nbytes() - offset)
             throw error(out_.string() + ": tensor '" + info.name + "': range [" + std::to_string(offset) + ", " +
                         std::to_string(offset + count) + ") is out of order or out of bounds");
-        if (count > capacity_) {
-            buffer_ = detail::allocate_aligned(static_cast<std::size_t>(count));
-            capacity_ = count;
-        }
         sl.by_ranges = true;
-        return {buffer_.get(), static_cast<std::size_t>(count)};
+        return buffer(count);
     }
 
     /// Writes an acquired range to its place in its shard.
@@ -241,7 +232,7 @@ public:
                                          "and the new output discarded");
         };
         fs::path backup;
-        if (fs::exists(out_, ec) || fs::is_symlink(out_, ec)) {
+        if (occupied(out_)) {
             // The constructor checked; something created it since. Only `overwrite` may replace it.
             if (!opt_.overwrite) throw appeared();
             backup = out_.string() + ".skillvec-old"; // keep the old output until the new one is in place
@@ -294,6 +285,21 @@ private:
         return it->second;
     }
 
+    /// The reused buffer, grown to at least `bytes`.
+    std::span<std::byte> buffer(std::uint64_t bytes) {
+        if (bytes > capacity_) {
+            buffer_ = detail::allocate_aligned(static_cast<std::size_t>(bytes));
+            capacity_ = bytes;
+        }
+        return {buffer_.get(), static_cast<std::size_t>(bytes)};
+    }
+
+    /// Whether anything (a file, a directory, a dangling symlink) is at `p`.
+    static bool occupied(const std::filesystem::path& p) {
+        std::error_code ec;
+        return std::filesystem::exists(p, ec) || std::filesystem::is_symlink(p, ec);
+    }
+
     /// rename(2) that fails with EEXIST instead of replacing `to` (renameat2 RENAME_NOREPLACE;
     /// where that is missing, a check then rename, which leaves a small race).
     static void rename_no_replace(const std::filesystem::path& from, const std::filesystem::path& to, std::error_code& ec) {
@@ -305,7 +311,7 @@ private:
             return;
         }
 #endif
-        if (std::filesystem::exists(to, ec) || std::filesystem::is_symlink(to, ec)) {
+        if (occupied(to)) {
             ec = std::make_error_code(std::errc::file_exists);
             return;
         }
