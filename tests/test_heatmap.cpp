@@ -65,6 +65,13 @@ TEST_CASE("module_rank orders common architectures' modules as in a block", "[he
     CHECK(module_rank("attn.c_attn") < module_rank("attn.c_proj")); // GPT-2
     CHECK(module_rank("mlp.c_fc") < module_rank("mlp.c_proj"));
     CHECK(module_rank("ln_1") < module_rank("ln_2"));
+    CHECK(module_rank("ln1") < module_rank("attn.qkv")); // skillvec's nn::gpt
+    CHECK(module_rank("attn.qkv") < module_rank("attn.proj"));
+    CHECK(module_rank("attn.proj") < module_rank("ln2"));
+    CHECK(module_rank("ln2") < module_rank("mlp.fc"));
+    CHECK(module_rank("mlp.fc") < module_rank("mlp.proj"));
+    CHECK(module_rank("mlp.proj") < module_rank("ln_f"));
+    CHECK(module_rank("embed.positions") < module_rank("ln1"));
     CHECK(module_rank("something_new") == 1000);
 }
 

@@ -40,6 +40,7 @@ inline int module_rank(std::string_view m) {
         {"attn.proj", 24}, {"attention.dense", 24},
         {"gate", 40},      {"w1", 40},        {"up_proj", 41},   {"fc1", 41},       {"c_fc", 41},    {"w3", 41},
         {"down", 42},      {"fc2", 42},       {"mlp.c_proj", 42}, {"w2", 42},
+        {"mlp.fc", 41},    {"mlp.proj", 42}, // skillvec's own model (nn/gpt.hpp)
         {"lm_head", 60},   {"norm", 50},      {"ln_f", 50},
     };
     for (const auto& k : keys)
