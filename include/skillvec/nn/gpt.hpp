@@ -170,7 +170,7 @@ public:
     }
 
     gpt(const gpt& o) : cfg_(o.cfg_), layout_(o.layout_), names_(o.names_), index_(o.index_), params_(o.params_),
-                        grads_(o.grads_), pool_(o.pool_) { resolve(); }
+                        grads_(o.grads_), pool_(o.pool_), label_(o.label_) { resolve(); }
     gpt& operator=(const gpt& o) {
         if (this != &o) {
             gpt tmp(o);
@@ -276,9 +276,9 @@ public:
         for (std::size_t l = 0; l < cfg_.layers; ++l) {
             const layer_w& lw = w_.layer[l];
             layer_act a = act_.layer(l, BT, C, H, B * NH * Tn * Tn);
-            const T* xin = act_.residual.data() + l * 2 * BT * C; // layer input
-            T* xmid = const_cast<T*>(xin) + BT * C;                 // after attention
-            T* xout = xmid + BT * C;                                 // layer output
+            T* xin = act_.residual.data() + l * 2 * BT * C; // layer input
+            T* xmid = xin + BT * C;                          // after attention
+            T* xout = xmid + BT * C;                         // layer output
             detail::layernorm_forward(pool, a.ln1, a.ln1_mean, a.ln1_rstd, xin, lw.ln1_w, lw.ln1_b, BT, C, ln_eps);
             detail::linear_forward(pool, a.qkv, a.ln1, lw.qkv_w, lw.qkv_b, BT, C, 3 * C);
             detail::parallel_rows(pool, B * NH, 1, [&](std::size_t i0, std::size_t i1) {
