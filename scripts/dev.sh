@@ -93,7 +93,7 @@ test_all() {
   # -O1 -g1 (ASan's recommended level, line tables only): compiles 2.5x faster than -O2 -g, and
   # the CI budget is mostly this build's compile time.
   configure "$asan_build" -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG" \
-    -DSKILLVEC_SANITIZE=ON -DSKILLVEC_NATIVE=OFF \
+    -DSKILLVEC_SANITIZE=ON -DSKILLVEC_NATIVE=OFF -DSKILLVEC_EXAMPLE_RUNS=OFF \
     -DSKILLVEC_LARGE_TESTS=OFF -DSKILLVEC_CONSUMER_TESTS=OFF -DSKILLVEC_BUILD_BENCHMARKS=OFF
   cmake --build "$asan_build" -j "$jobs"
   log "ASan+UBSan tests"
