@@ -217,6 +217,7 @@ int main(int argc, char** argv) {
             // Control: a skill vector from supervised QA on S instead of GRPO.
             model qa_s(sft_s);
             timed("qa_sft_S", [&] { sft(c, qa_s, qa_sequences(c, qs), c.cfg.qa_sft_epochs, c.cfg.sft_lr, 0.0, seed, "qa_sft_S"); });
+            save(qa_s, "qa_sft_S");
             {
                 model p = past(sft_t, qa_s, sft_s, 1.0f);
                 record("qa_sft_vector", 1.0, "sft_T + (QA-SFT(sft_S) - sft_S)", p, true);
@@ -236,6 +237,8 @@ int main(int argc, char** argv) {
                     prev_sft = std::move(sft_k);
                     prev_rl = std::move(rl_k);
                 }
+                save(prev_sft, "sft_S3_k3");
+                save(prev_rl, "rl_S3_k3"); // v_3 = rl_S3_k3 - sft_S3_k3
                 model p = past(sft_t, prev_rl, prev_sft, 1.0f);
                 record("past_iterative_k3", 1.0, "sft_T + v refined over K = 3 rounds", p, false);
             });

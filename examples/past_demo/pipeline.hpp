@@ -113,7 +113,7 @@ inline void sft(const context& c, model& m, const std::vector<nn::sequence>& dat
     o.seed = seed;
     nn::sft_trainer<float> t(m, o, nn::tokenizer::pad_id);
     const std::size_t every = std::max<std::size_t>(1, (data.size() + o.batch_size - 1) / o.batch_size * epochs / 4);
-    const auto sum = t.train(data, [&](const nn::sft_log& l) {
+    t.train(data, [&](const nn::sft_log& l) {
         if ((l.step + 1) % every == 0 || l.step + 1 == l.steps_total) {
             char line[200];
             std::snprintf(line, sizeof line, "  %-12s step %5zu/%zu  loss %.3f  lr %.1e  %5.0f tok/s", stage.c_str(), l.step + 1,
@@ -121,7 +121,6 @@ inline void sft(const context& c, model& m, const std::vector<nn::sequence>& dat
             c.say(line);
         }
     });
-    (void)sum;
 }
 
 /// Exact match of the first generated token, per attribute, greedy.

@@ -48,7 +48,7 @@ def main():
         # the overall mean is the mean of the (equal-sized) attribute means
         if abs(sum(v["mean"] for v in attrs.values()) / len(attrs) - a["qa_em_mean"]) > 1e-9:
             fail(f"{label}: per-attribute means do not average to the overall mean")
-        if a["name"] in report and f"| {a['name']} |" not in report:
+        if f"| {a['name']} |" not in report:
             fail(f"report.md has no table row for {a['name']}")
 
     if not res["orthogonality"]:
@@ -77,7 +77,7 @@ def main():
     if len(seeds) != res["seeds"]:
         fail(f"{len(seeds)} seed directories for {res['seeds']} seeds")
     for d in seeds:
-        for ck in ("theta0", "sft_S", "rl_S", "sft_T", "past_T", "rl_T"):
+        for ck in ("theta0", "sft_S", "rl_S", "sft_T", "past_T", "rl_T", "qa_sft_S", "sft_S3_k3", "rl_S3_k3"):
             p = d / f"{ck}.safetensors"
             if not p.is_file():
                 fail(f"missing checkpoint {p}")
