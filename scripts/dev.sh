@@ -69,7 +69,7 @@ demo() {
   log "building the PaST demo (release)"
   configure "$build" -DCMAKE_BUILD_TYPE=Release
   cmake --build "$build" -j "$jobs" --target past_demo skillvec_cli
-  log "running the PaST demo on bioS-mini: every arm, 3 seeds (about 8 minutes on 2 cores)"
+  log "running the PaST demo on bioS-mini: every arm, 3 seeds (about 5 minutes on 2 cores)"
   "$build/examples/past_demo" --out "${PAST_DEMO_OUT:-$root/runs/past_demo}" "$@"
 }
 
