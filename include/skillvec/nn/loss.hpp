@@ -40,10 +40,22 @@ inline void check_logit_shapes(std::size_t logits, std::size_t V, std::size_t ta
         throw error(std::string(who) + ": " + std::to_string(logits) + " logits do not match " + std::to_string(targets) +
                     " positions x vocab " + std::to_string(V));
 }
-inline void check_target(std::int32_t y, std::size_t V, std::size_t r, const char* who) {
-    if (y < 0 || static_cast<std::size_t>(y) >= V)
-        throw error(std::string(who) + ": target " + std::to_string(y) + " at position " + std::to_string(r) +
-                    " is outside [0, " + std::to_string(V) + ")");
+/// The checks token_logprobs and logprob_backward share: shapes, temperature, every target.
+inline void check_positions(std::size_t logits, std::size_t V, std::span<const std::int32_t> targets, double temperature,
+                            const char* who) {
+    check_logit_shapes(logits, V, targets.size(), who);
+    if (!(temperature > 0)) throw error(std::string(who) + ": temperature must be > 0");
+    for (std::size_t r = 0; r < targets.size(); ++r) {
+        const std::int32_t y = targets[r];
+        if (y != ignore_index && (y < 0 || static_cast<std::size_t>(y) >= V))
+            throw error(std::string(who) + ": target " + std::to_string(y) + " at position " + std::to_string(r) +
+                        " is outside [0, " + std::to_string(V) + ")");
+    }
+}
+
+/// log softmax(z / tau)[y] from a row's exp_row statistics.
+template <class T> double target_logp(const T* z, std::int32_t y, T inv_t, double mx, double sum) {
+    return static_cast<double>(z[y] * inv_t) - mx - std::log(sum);
 }
 
 /// One row: e[i] = exp(z[i] / tau - max), returns {max, sum e, sum e * (z / tau - max)}. SIMD in
@@ -91,12 +103,9 @@ template <class T>
 void token_logprobs(std::span<const T> logits, std::size_t V, std::span<const std::int32_t> targets, double temperature,
                     std::span<double> logp, std::span<double> entropy = {},
                     skillvec::detail::thread_pool* pool = nullptr) {
-    detail::check_logit_shapes(logits.size(), V, targets.size(), "token_logprobs");
-    if (!(temperature > 0)) throw error("token_logprobs: temperature must be > 0");
+    detail::check_positions(logits.size(), V, targets, temperature, "token_logprobs");
     if (logp.size() != targets.size() || (!entropy.empty() && entropy.size() != targets.size()))
         throw error("token_logprobs: output sizes do not match the positions");
-    for (std::size_t r = 0; r < targets.size(); ++r)
-        if (targets[r] != ignore_index) detail::check_target(targets[r], V, r, "token_logprobs");
     const T inv_t = static_cast<T>(1.0 / temperature);
     detail::parallel_rows(pool, targets.size(), 16, [&](std::size_t r0, std::size_t r1) {
         std::vector<T> e(V);
@@ -109,25 +118,24 @@ void token_logprobs(std::span<const T> logits, std::size_t V, std::span<const st
             }
             const T* z = logits.data() + r * V;
             const auto st = detail::exp_row(z, V, inv_t, e.data());
-            const double lse = std::log(st.sum);
-            logp[r] = static_cast<double>(z[y] * inv_t) - st.mx - lse;
+            logp[r] = detail::target_logp(z, y, inv_t, st.mx, st.sum);
             // H = -sum p log p = lse - sum p s  (s = scaled logits minus their max)
-            if (!entropy.empty()) entropy[r] = lse - st.sum_es / st.sum;
+            if (!entropy.empty()) entropy[r] = std::log(st.sum) - st.sum_es / st.sum;
         }
     });
 }
 
 /// dlogits[r, :] = coeff[r] * (onehot(y_r) - softmax(z_r / temperature)) / temperature, and 0 on
-/// ignored positions: the gradient of sum_r coeff[r] * logp_r.
+/// ignored positions: the gradient of sum_r coeff[r] * logp_r. If `logp` is non-empty it also
+/// receives logp_r for every row with a non-zero coefficient (the same values token_logprobs
+/// gives, from the same exponentials), and 0 elsewhere.
 template <class T>
 void logprob_backward(std::span<const T> logits, std::size_t V, std::span<const std::int32_t> targets, double temperature,
-                      std::span<const double> coeff, std::span<T> dlogits, skillvec::detail::thread_pool* pool = nullptr) {
-    detail::check_logit_shapes(logits.size(), V, targets.size(), "logprob_backward");
-    if (!(temperature > 0)) throw error("logprob_backward: temperature must be > 0");
-    if (coeff.size() != targets.size() || dlogits.size() != logits.size())
-        throw error("logprob_backward: coefficient or gradient sizes do not match the positions");
-    for (std::size_t r = 0; r < targets.size(); ++r)
-        if (targets[r] != ignore_index) detail::check_target(targets[r], V, r, "logprob_backward");
+                      std::span<const double> coeff, std::span<T> dlogits, skillvec::detail::thread_pool* pool = nullptr,
+                      std::span<double> logp = {}) {
+    detail::check_positions(logits.size(), V, targets, temperature, "logprob_backward");
+    if (coeff.size() != targets.size() || dlogits.size() != logits.size() || (!logp.empty() && logp.size() != targets.size()))
+        throw error("logprob_backward: coefficient, gradient or log-prob sizes do not match the positions");
     const T inv_t = static_cast<T>(1.0 / temperature);
     detail::parallel_rows(pool, targets.size(), 16, [&](std::size_t r0, std::size_t r1) {
         for (std::size_t r = r0; r < r1; ++r) {
@@ -135,9 +143,12 @@ void logprob_backward(std::span<const T> logits, std::size_t V, std::span<const 
             const std::int32_t y = targets[r];
             if (y == ignore_index || coeff[r] == 0.0) {
                 std::fill(d, d + V, T(0));
+                if (!logp.empty()) logp[r] = 0;
                 continue;
             }
-            const auto st = detail::exp_row(logits.data() + r * V, V, inv_t, d);
+            const T* z = logits.data() + r * V;
+            const auto st = detail::exp_row(z, V, inv_t, d);
+            if (!logp.empty()) logp[r] = detail::target_logp(z, y, inv_t, st.mx, st.sum);
             const double scale = coeff[r] * static_cast<double>(inv_t);
             const T k = static_cast<T>(-scale / st.sum);
             for (std::size_t i = 0; i < V; ++i) d[i] *= k;
@@ -152,21 +163,18 @@ void logprob_backward(std::span<const T> logits, std::size_t V, std::span<const 
 template <class T>
 double cross_entropy(std::span<const T> logits, std::size_t V, std::span<const std::int32_t> targets, std::span<T> dlogits,
                      double weight = 1.0, skillvec::detail::thread_pool* pool = nullptr) {
-    std::vector<double> logp(targets.size()), coeff(targets.size(), 0.0);
-    token_logprobs<T>(logits, V, targets, 1.0, logp, {}, pool);
+    // The coefficients are known before the log-probs, so one pass over the exponentials gives
+    // both the gradient and the loss.
     std::size_t n = 0;
     for (auto y : targets) n += y != ignore_index;
-    if (n == 0) {
-        std::fill(dlogits.begin(), dlogits.end(), T(0));
-        return 0.0;
-    }
+    std::vector<double> logp(targets.size()), coeff(targets.size(), 0.0);
+    for (std::size_t r = 0; r < targets.size(); ++r)
+        if (targets[r] != ignore_index) coeff[r] = -weight / static_cast<double>(n);
+    logprob_backward<T>(logits, V, targets, 1.0, coeff, dlogits, pool, logp);
+    if (n == 0) return 0.0;
     double loss = 0;
     for (std::size_t r = 0; r < targets.size(); ++r)
-        if (targets[r] != ignore_index) {
-            loss -= logp[r];
-            coeff[r] = -weight / static_cast<double>(n);
-        }
-    logprob_backward<T>(logits, V, targets, 1.0, coeff, dlogits, pool);
+        if (targets[r] != ignore_index) loss -= logp[r];
     return weight * loss / static_cast<double>(n);
 }
 
