@@ -45,6 +45,9 @@ void write_atomically(const fs::path& path, const std::string& text) {
     fs::rename(tmp, path);
 }
 
+/// "1.0" for an arm's lambda, "" for an arm without one (NaN).
+std::string lambda_text(double lambda) { return std::isnan(lambda) ? std::string() : std::to_string(lambda).substr(0, 3); }
+
 struct summary_stat {
     double mean = 0, sd = 0;
 };
@@ -194,7 +197,7 @@ int main(int argc, char** argv) {
                 }
                 char line[160];
                 std::snprintf(line, sizeof line, "  arm %-16s%s QA exact match on T %.3f", name.c_str(),
-                              std::isnan(lambda) ? "       " : (" l=" + std::to_string(lambda).substr(0, 3) + " ").c_str(), em.overall);
+                              std::isnan(lambda) ? "       " : (" l=" + lambda_text(lambda) + " ").c_str(), em.overall);
                 c.say(line);
             };
             record("theta0", no_lambda, "the pretrained base", theta0, true);
@@ -336,7 +339,7 @@ int main(int argc, char** argv) {
         md += buf;
         md += "| arm | λ | QA EM | birth_city | university | major | employer |\n|---|---|---|---|---|---|---|\n";
         for (auto& a : arms) {
-            md += "| " + a.name + " | " + (std::isnan(a.lambda) ? std::string("") : std::to_string(a.lambda).substr(0, 3)) + " | " +
+            md += "| " + a.name + " | " + lambda_text(a.lambda) + " | " +
                   pct(summarize(a.em));
             for (std::size_t k = 0; k < attribute_count; ++k) md += " | " + pct(summarize(a.em_attr[k]));
             md += " |\n";
@@ -344,7 +347,7 @@ int main(int argc, char** argv) {
         md += "\nCloze probe on T (\"<name> was born in\" → city, ...), exact match %:\n\n| arm | birth_city | university | major | employer |\n|---|---|---|---|---|\n";
         for (auto& a : arms) {
             if (a.cloze_attr[0].empty()) continue;
-            md += "| " + a.name + (std::isnan(a.lambda) ? std::string("") : " λ=" + std::to_string(a.lambda).substr(0, 3));
+            md += "| " + a.name + (std::isnan(a.lambda) ? std::string("") : " λ=" + lambda_text(a.lambda));
             for (std::size_t k = 0; k < attribute_count; ++k) md += " | " + pct(summarize(a.cloze_attr[k]));
             md += " |\n";
         }
@@ -353,7 +356,7 @@ int main(int argc, char** argv) {
             if (a.kl.empty()) continue;
             const summary_stat k = summarize(a.kl);
             std::snprintf(buf, sizeof buf, "| %s%s | %.3f ± %.3f | %s |\n", a.name.c_str(),
-                          std::isnan(a.lambda) ? "" : (" λ=" + std::to_string(a.lambda).substr(0, 3)).c_str(), k.mean, k.sd,
+                          std::isnan(a.lambda) ? "" : (" λ=" + lambda_text(a.lambda)).c_str(), k.mean, k.sd,
                           pct(summarize(a.p0_em)).c_str());
             md += buf;
         }
