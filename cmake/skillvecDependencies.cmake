@@ -18,6 +18,8 @@ set(SKILLVEC_BENCHMARK_PIN 1.7.1)   # libbenchmark-dev (benchmarks only)
 set(SKILLVEC_BENCHMARK_BELOW 2)
 set(SKILLVEC_CLI11_PIN     2.1.2)   # libcli11-dev (the skillvec command only)
 set(SKILLVEC_CLI11_BELOW   3)
+set(SKILLVEC_YAML_CPP_PIN  0.7.0)   # libyaml-cpp-dev (recipe files only; optional)
+set(SKILLVEC_YAML_CPP_BELOW 0.9)
 
 # _skillvec_check_version(<package> <found-version> <pin> <below>)
 function(_skillvec_check_version pkg found pin below)
@@ -65,4 +67,19 @@ endmacro()
 macro(skillvec_find_tool_dependencies)
   find_package(CLI11 ${SKILLVEC_CLI11_PIN} REQUIRED)
   _skillvec_check_version(CLI11 "${CLI11_VERSION}" ${SKILLVEC_CLI11_PIN} ${SKILLVEC_CLI11_BELOW})
+endmacro()
+
+# Recipe files' optional dependency: yaml-cpp. Sets SKILLVEC_YAML_CPP_TARGET to its imported target,
+# or to "" when it is missing or outside the supported range (then skillvec::recipe_yaml does not
+# exist). The target's name changed: yaml-cpp 0.7 exports `yaml-cpp`, 0.8 `yaml-cpp::yaml-cpp`.
+macro(skillvec_find_recipe_dependencies)
+  set(SKILLVEC_YAML_CPP_TARGET "")
+  find_package(yaml-cpp ${SKILLVEC_YAML_CPP_PIN} QUIET)
+  if(yaml-cpp_FOUND AND yaml-cpp_VERSION VERSION_LESS SKILLVEC_YAML_CPP_BELOW)
+    if(TARGET yaml-cpp::yaml-cpp)
+      set(SKILLVEC_YAML_CPP_TARGET yaml-cpp::yaml-cpp)
+    elseif(TARGET yaml-cpp)
+      set(SKILLVEC_YAML_CPP_TARGET yaml-cpp)
+    endif()
+  endif()
 endmacro()

@@ -22,7 +22,7 @@ clang_build="${CLANG_BUILD_DIR:-$root/build-clang}"
 jobs="${JOBS:-$(nproc)}"
 
 # Debian 12 packages skillvec builds against; versions are pinned in cmake/skillvecDependencies.cmake.
-packages=(cmake g++ clang make python3 libxtensor-dev libxsimd-dev nlohmann-json3-dev libcli11-dev catch2 libbenchmark-dev libclang-rt-14-dev)
+packages=(cmake g++ clang make python3 libxtensor-dev libxsimd-dev nlohmann-json3-dev libcli11-dev libyaml-cpp-dev catch2 libbenchmark-dev libclang-rt-14-dev)
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
