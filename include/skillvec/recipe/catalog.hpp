@@ -11,8 +11,6 @@
 /// the top-level `parameters:`, which then applies to every model that does not set its own
 /// (mergekit's rule).
 
-#include <algorithm>
-#include <array>
 #include <cstddef>
 #include <limits>
 #include <span>
