@@ -28,7 +28,8 @@ namespace skillvec {
 enum class tensor_action {
     compute,      ///< float tensor: evaluated by the expression
     pass_through, ///< non-float tensor of a point expression: copied from the point operand
-    skip          ///< non-float tensor of a vector expression or reduction: left out (a vector of ints means nothing)
+    skip,         ///< non-float tensor of a vector expression or reduction: left out (a vector of ints means nothing)
+    keep          ///< float tensor excluded by eval_options::keep: the point operand's values (zeros in a vector)
 };
 
 /// One disagreement found while binding.
@@ -59,6 +60,11 @@ struct eval_options {
     /// By default a tensor must have the same dtype in every operand. Set this to let float kinds
     /// differ (for example a bf16 target plus an f32 skill vector); all are computed in f32.
     bool allow_mixed_float_dtypes = false;
+    /// Float tensors for which this returns true are not computed: a point result gets the point
+    /// operand's tensor unchanged (converted if the output dtype differs), a vector result zeros,
+    /// and reductions leave them out. For example embeddings and lm_head in a merge. Operands must
+    /// still agree on them.
+    std::function<bool(std::string_view name)> keep = nullptr;
 };
 
 namespace detail {
@@ -184,7 +190,7 @@ inline plan make_plan(std::vector<leaf_handle> leaves, bool point_result, const 
         e.out.name = name;
         e.out.dims = ref.dims;
         if (is_arithmetic(ref.type)) {
-            e.action = tensor_action::compute;
+            e.action = opt.keep && opt.keep(name) ? tensor_action::keep : tensor_action::compute;
             e.out.type = opt.out_dtype.value_or(point_result ? ref.type : dtype::f32);
         } else {
             e.action = point_result ? tensor_action::pass_through : tensor_action::skip;

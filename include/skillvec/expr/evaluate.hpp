@@ -16,6 +16,7 @@
 #include <skillvec/core/memory_store.hpp>
 #include <skillvec/core/sink.hpp>
 #include <skillvec/expr/bind.hpp>
+#include <skillvec/expr/context.hpp>
 #include <skillvec/expr/reduce.hpp>
 
 #include <algorithm>
@@ -33,6 +34,7 @@ struct evaluation_report {
     std::vector<std::string> computed;       ///< float tensors evaluated by the expression
     std::vector<std::string> passed_through; ///< non-float tensors copied unchanged from the point operand
     std::vector<std::string> skipped;        ///< non-float tensors left out of a vector result
+    std::vector<std::string> kept;           ///< float tensors excluded by eval_options::keep (copied, or zeros)
     std::uint64_t elements = 0;              ///< elements computed
     std::uint64_t bytes_read = 0;            ///< input bytes of computed and passed-through tensors
     std::uint64_t bytes_written = 0;         ///< bytes handed to the sink
@@ -105,6 +107,20 @@ template <std::size_t L> gathered<L> gather(const plan_entry& e) {
     return g;
 }
 
+/// The first leaf, unchanged: converts the point operand of a tensor that eval_options::keep excludes.
+struct first_leaf : expression_base {
+    using space = point_space;
+    static constexpr std::size_t arity = 1;
+    template <std::size_t I, class T, std::size_t N> T eval(const std::array<T, N>& x, std::uint64_t = 0) const { return x[I]; }
+};
+
+/// Layers in a plan: the largest layer index of its tensors, plus one.
+inline int count_layers(const plan& p) {
+    int top = no_layer;
+    for (const auto& e : p.entries) top = std::max(top, layer_of(e.out.name));
+    return top + 1;
+}
+
 } // namespace detail
 
 /// An expression bound to its stores, ready to run: `prepare` does the binding (and its strict
@@ -116,7 +132,8 @@ template <std::size_t L> gathered<L> gather(const plan_entry& e) {
 template <expression E> class prepared_evaluation {
 public:
     prepared_evaluation(const E& expr, const cpu_backend& be, const eval_options& opt)
-        : expr_(expr), be_(be), plan_(detail::make_plan(detail::collect_leaves(expr_), point_expression<E>, opt)) {}
+        : expr_(expr), be_(be), plan_(detail::make_plan(detail::collect_leaves(expr_), point_expression<E>, opt)),
+          num_layers_(detail::count_layers(plan_)) {}
 
     /// The tensors `run` will hand the sink (computed and passed through), in order.
     [[nodiscard]] std::vector<tensor_info> outputs() const {
@@ -154,14 +171,57 @@ public:
             rep.skipped.push_back(e.out.name);
             return;
         }
-        if constexpr (range_sink<std::remove_cvref_t<K>>) run_tensor_in_ranges(e, sink, rep);
-        else run_tensor_whole(e, sink, rep);
+        const auto g = detail::gather<E::arity>(e);
+        const E expr = prepared_for(e, g);
+        if constexpr (range_sink<std::remove_cvref_t<K>>) run_tensor_in_ranges(expr, e, sink, rep);
+        else run_tensor_whole(expr, e, sink, rep);
         rep.bytes_written += e.out.nbytes();
         sink.commit(e.out);
         for (const auto& leaf : plan_.leaves) leaf.release(e.out.name);
     }
 
+    /// The layer count per-tensor parameters see (largest layer index in the plan, plus one).
+    [[nodiscard]] int num_layers() const noexcept { return num_layers_; }
+
+    /// Where tensor `i` of the plan sits, as per-tensor parameters see it.
+    [[nodiscard]] tensor_site site(std::size_t i) const {
+        const auto& name = plan_.entries.at(i).out.name;
+        return tensor_site{name, layer_of(name), num_layers_};
+    }
+
 private:
+    /// A copy of the expression with its per-tensor hooks run for tensor `e`: per-tensor
+    /// parameters take their value, merge methods compute their statistics.
+    E prepared_for(const detail::plan_entry& e, const detail::gathered<E::arity>& g) const {
+        E expr = expr_;
+        tensor_context ctx;
+        ctx.site = tensor_site{e.out.name, layer_of(e.out.name), num_layers_};
+        ctx.numel = e.out.numel();
+        ctx.types = std::span<const dtype>(g.types);
+        ctx.data = std::span<const std::byte* const>(g.data);
+        ctx.threads = be_.threads;
+        ctx.simd = be_.simd;
+        ctx.release = [this, &e, &g](std::uint64_t first, std::uint64_t count) { release_elements(e.out.name, g, first, count); };
+        detail::prepare_node<0>(expr, ctx);
+        return expr;
+    }
+
+    /// Writes elements [c0, c0 + c) of a tensor excluded by eval_options::keep into `out`: the point
+    /// operand's values converted to the output dtype, or zeros in a vector result.
+    void keep_range(const detail::plan_entry& e, const detail::gathered<E::arity>& g, std::uint64_t c0, std::uint64_t c,
+                    std::byte* out) const {
+        const std::size_t out_es = bits_of(e.out.type) / 8;
+        if constexpr (!point_expression<E>) {
+            std::memset(out, 0, c * out_es);
+        } else if (g.types[0] == e.out.type) {
+            std::memcpy(out, g.data[0] + c0 * out_es, c * out_es);
+        } else {
+            const dtype in_t[1] = {g.types[0]};
+            const std::byte* in[1] = {g.data[0] + c0 * (bits_of(g.types[0]) / 8)};
+            backend::cpu::map_tensor(detail::first_leaf{}, in_t, in, e.out.type, out, c, be_, false);
+        }
+    }
+
     /// Pointers to element `c0` of each gathered input.
     static std::array<const std::byte*, E::arity> inputs_at(const detail::gathered<E::arity>& g, std::uint64_t c0) {
         std::array<const std::byte*, E::arity> in;
@@ -179,7 +239,7 @@ private:
     }
 
     /// run_tensor for an ordinary sink: the whole tensor into the buffer the sink gives.
-    template <class K> void run_tensor_whole(const detail::plan_entry& e, K& sink, evaluation_report& rep) const {
+    template <class K> void run_tensor_whole(const E& expr, const detail::plan_entry& e, K& sink, evaluation_report& rep) const {
         const std::uint64_t need = e.out.nbytes();
         std::span<std::byte> out = sink.acquire(e.out);
         if (out.size() != need)
@@ -190,6 +250,14 @@ private:
             if (need && out.data() != src.data()) std::memmove(out.data(), src.data(), need);
             rep.passed_through.push_back(e.out.name);
             rep.bytes_read += src.size();
+        } else if (e.action == tensor_action::keep) {
+            const auto g = detail::gather<E::arity>(e);
+            if (point_expression<E> && detail::overlaps(e.inputs[0].bytes, out) &&
+                (e.inputs[0].bytes.data() != out.data() || e.inputs[0].type != e.out.type))
+                throw error("tensor '" + e.out.name + "': the output buffer overlaps the point operand without coinciding with it");
+            if (!(point_expression<E> && out.data() == e.inputs[0].bytes.data())) keep_range(e, g, 0, e.out.numel(), out.data());
+            rep.kept.push_back(e.out.name);
+            if (point_expression<E>) rep.bytes_read += e.inputs[0].bytes.size();
         } else {
             bool in_place = false;
             for (std::size_t k = 0; k < plan_.leaves.size(); ++k) {
@@ -209,7 +277,7 @@ private:
             for (std::uint64_t c0 = 0; c0 < n; c0 += chunk_elements) {
                 const std::uint64_t c = std::min<std::uint64_t>(chunk_elements, n - c0);
                 const auto in_c = inputs_at(g, c0);
-                backend::cpu::map_tensor(expr_, g.types.data(), in_c.data(), e.out.type, out.data() + c0 * out_es, c, be_, in_place);
+                backend::cpu::map_tensor(expr, g.types.data(), in_c.data(), e.out.type, out.data() + c0 * out_es, c, be_, in_place, c0);
                 if (c0 + c < n) release_elements(e.out.name, g, c0, c);
             }
             rep.computed.push_back(e.out.name);
@@ -220,7 +288,7 @@ private:
     /// run_tensor for a range sink: the tensor is computed (or copied) range by range into the
     /// sink's buffers, each handed back while still in cache; inputs are released a
     /// chunk_elements block at a time.
-    template <class K> void run_tensor_in_ranges(const detail::plan_entry& e, K& sink, evaluation_report& rep) const {
+    template <class K> void run_tensor_in_ranges(const E& expr, const detail::plan_entry& e, K& sink, evaluation_report& rep) const {
         const std::uint64_t n = e.out.numel();
         const std::uint64_t out_es = std::max<std::uint64_t>(1, bits_of(e.out.type) / 8);
         // Whole elements per range; for computed tensors a multiple of 64, which keeps the
@@ -250,13 +318,16 @@ private:
             rep.bytes_read += src.size();
             return;
         }
-        for (std::size_t k = 0; k < plan_.leaves.size(); ++k) rep.bytes_read += e.inputs[k].bytes.size();
+        const bool keep = e.action == tensor_action::keep;
+        if (!keep) for (std::size_t k = 0; k < plan_.leaves.size(); ++k) rep.bytes_read += e.inputs[k].bytes.size();
+        else if (point_expression<E>) rep.bytes_read += e.inputs[0].bytes.size();
         const auto g = detail::gather<E::arity>(e);
         for (std::uint64_t c0 = 0; c0 < n; c0 += per) {
             const std::uint64_t c = std::min<std::uint64_t>(per, n - c0);
             const auto in_c = inputs_at(g, c0);
             auto buf = take(c0 * out_es, c * out_es);
-            backend::cpu::map_tensor(expr_, g.types.data(), in_c.data(), e.out.type, buf.data(), c, be_, false);
+            if (keep) keep_range(e, g, c0, c, buf.data());
+            else backend::cpu::map_tensor(expr, g.types.data(), in_c.data(), e.out.type, buf.data(), c, be_, false, c0);
             sink.commit_range(e.out, c0 * out_es, c * out_es);
             // Release what has been consumed, a chunk_elements block at a time (fewer madvise calls).
             const std::uint64_t done = c0 + c;
@@ -264,6 +335,10 @@ private:
                 const std::uint64_t from = (c0 / chunk_elements) * chunk_elements, upto = (done / chunk_elements) * chunk_elements;
                 release_elements(e.out.name, g, from, upto - from);
             }
+        }
+        if (keep) {
+            rep.kept.push_back(e.out.name);
+            return;
         }
         rep.computed.push_back(e.out.name);
         rep.elements += n;
@@ -287,22 +362,23 @@ public:
         reduction_result<stats> res;
         std::map<int, typename reduction_result<stats>::layer_entry> layers;
         for (const auto& e : plan_.entries) {
-            if (e.action == tensor_action::skip) {
+            if (e.action == tensor_action::skip || e.action == tensor_action::keep) {
                 res.skipped.push_back(e.out.name);
                 after_tensor(e.out, std::uint64_t{0});
                 continue;
             }
             std::array<double, E::accumulators> acc{};
             const auto g = detail::gather<E::arity>(e);
+            const E expr = prepared_for(e, g);
             const std::uint64_t n = e.out.numel();
             // Chunks are multiples of the reduction block, so the result does not depend on them.
             for (std::uint64_t c0 = 0; c0 < n; c0 += chunk_elements) {
                 const std::uint64_t c = std::min<std::uint64_t>(chunk_elements, n - c0);
                 const auto in_c = inputs_at(g, c0);
-                backend::cpu::reduce_tensor(expr_, g.types.data(), in_c.data(), c, acc.data(), be_);
+                backend::cpu::reduce_tensor(expr, g.types.data(), in_c.data(), c, acc.data(), be_);
                 if (c0 + c < n) release_elements(e.out.name, g, c0, c);
             }
-            const stats s = expr_.finish(acc.data(), n);
+            const stats s = expr.finish(acc.data(), n);
             const int layer = layer_of(e.out.name);
             res.tensors.push_back({e.out.name, layer, s});
             auto& le = layers.try_emplace(layer, typename reduction_result<stats>::layer_entry{layer, 0, {}}).first->second;
@@ -329,6 +405,7 @@ private:
     E expr_; // a copy: owning leaves keep their stores alive for as long as this object
     cpu_backend be_;
     detail::plan plan_;
+    int num_layers_ = 0;
 };
 
 /// Binds an expression to its stores (throwing `binding_error` if they disagree) without running it.

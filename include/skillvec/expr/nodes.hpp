@@ -15,6 +15,7 @@
 
 #include <skillvec/core/config.hpp>
 #include <skillvec/core/store.hpp>
+#include <skillvec/expr/parameter.hpp>
 #include <skillvec/expr/space.hpp>
 
 #include <array>
@@ -43,7 +44,8 @@ public:
 
     store_leaf(std::shared_ptr<const S> store, std::string label) : store_(std::move(store)), label_(std::move(label)) {}
 
-    template <std::size_t I, class T, std::size_t N> SKILLVEC_HD T eval(const std::array<T, N>& x) const {
+    template <std::size_t I, class T, std::size_t N>
+    SKILLVEC_HD T eval(const std::array<T, N>& x, std::uint64_t /*index*/ = 0) const {
         return x[I];
     }
     template <class F> void for_each_leaf(F&& f) const { f(*this); }
@@ -62,13 +64,6 @@ private:
 };
 
 namespace detail {
-/// Shortest decimal that reads back as the same float ("0.5", "1", "-1.5e-05").
-inline std::string format_scalar(float x) {
-    char buf[32];
-    const auto r = std::to_chars(buf, buf + sizeof buf, x);
-    return std::string(buf, r.ptr);
-}
-
 template <class S> std::shared_ptr<const std::remove_cvref_t<S>> hold(S&& s) {
     using T = std::remove_cvref_t<S>;
     if constexpr (std::is_lvalue_reference_v<S>) {
@@ -99,12 +94,22 @@ template <class S>
 // ---------------------------------------------------------------------------------------------
 
 namespace detail {
+/// Calls the node's per-tensor hook `prepare<I>(ctx)`, if it has one. Evaluation calls it on a
+/// copy of the expression before each tensor: per-tensor parameters take their value for that
+/// tensor, and merge methods compute the statistics they need (a magnitude threshold, a norm).
+/// `I` is the index of the node's first leaf.
+template <std::size_t I, class N, class Ctx> void prepare_node(N& n, const Ctx& ctx) {
+    if constexpr (requires { n.template prepare<I>(ctx); }) n.template prepare<I>(ctx);
+}
+
 /// Storage and leaf traversal of a node with one operand.
 template <class A> class unary_node : public expression_base {
 public:
     static constexpr std::size_t arity = A::arity;
+    static constexpr bool scalar_only = scalar_only_v<A>;
     explicit unary_node(A a) : a_(std::move(a)) {}
     template <class F> void for_each_leaf(F&& f) const { a_.for_each_leaf(f); }
+    template <std::size_t I, class Ctx> void prepare(const Ctx& ctx) { prepare_node<I>(a_, ctx); }
     [[nodiscard]] SKILLVEC_HD const A& inner() const noexcept { return a_; }
 
 protected:
@@ -115,15 +120,36 @@ protected:
 template <class A, class B> class binary_node : public expression_base {
 public:
     static constexpr std::size_t arity = A::arity + B::arity;
+    static constexpr bool scalar_only = scalar_only_v<A> || scalar_only_v<B>;
     binary_node(A a, B b) : a_(std::move(a)), b_(std::move(b)) {}
     template <class F> void for_each_leaf(F&& f) const {
         a_.for_each_leaf(f);
         b_.for_each_leaf(f);
     }
+    template <std::size_t I, class Ctx> void prepare(const Ctx& ctx) {
+        prepare_node<I>(a_, ctx);
+        prepare_node<I + A::arity>(b_, ctx);
+    }
 
 protected:
     A a_;
     B b_;
+};
+
+/// A scalar of a node: a float, or a per-tensor `parameter` whose value for the tensor being
+/// evaluated is put in `value` by `prepare`.
+struct node_scalar {
+    float value = 0;
+    std::shared_ptr<const parameter> per_tensor; ///< null for a plain float
+
+    node_scalar(float v) : value(v) {} // NOLINT(google-explicit-constructor)
+    node_scalar(const parameter& p)    // NOLINT(google-explicit-constructor)
+        : value(p.is_constant() ? p.constant() : 0.0f),
+          per_tensor(p.is_constant() ? nullptr : std::make_shared<const parameter>(p)) {}
+    template <class Ctx> void prepare(const Ctx& ctx) {
+        if (per_tensor) value = per_tensor->at(ctx.site);
+    }
+    [[nodiscard]] std::string describe() const { return per_tensor ? per_tensor->describe() : format_scalar(value); }
 };
 } // namespace detail
 
@@ -132,16 +158,23 @@ template <vector_expression V> class scaled : public detail::unary_node<V> {
 public:
     using space = vector_space;
 
-    scaled(float factor, V inner) : detail::unary_node<V>(std::move(inner)), factor_(factor) {}
+    /// A factor that is a float, or a `parameter` (a value per tensor).
+    scaled(detail::node_scalar factor, V inner) : detail::unary_node<V>(std::move(inner)), factor_(std::move(factor)) {}
 
-    template <std::size_t I, class T, std::size_t N> SKILLVEC_HD T eval(const std::array<T, N>& x) const {
-        return lane_ops<T>::broadcast(factor_) * this->a_.template eval<I>(x);
+    template <std::size_t I, class T, std::size_t N>
+    SKILLVEC_HD T eval(const std::array<T, N>& x, std::uint64_t i = 0) const {
+        return lane_ops<T>::broadcast(factor_.value) * this->a_.template eval<I>(x, i);
     }
-    [[nodiscard]] SKILLVEC_HD float factor() const noexcept { return factor_; }
-    [[nodiscard]] std::string describe() const { return detail::format_scalar(factor_) + " * (" + this->a_.describe() + ")"; }
+    template <std::size_t I, class Ctx> void prepare(const Ctx& ctx) {
+        detail::unary_node<V>::template prepare<I>(ctx);
+        factor_.prepare(ctx);
+    }
+    /// The factor (for the tensor being evaluated, if it is per tensor).
+    [[nodiscard]] SKILLVEC_HD float factor() const noexcept { return factor_.value; }
+    [[nodiscard]] std::string describe() const { return factor_.describe() + " * (" + this->a_.describe() + ")"; }
 
 private:
-    float factor_;
+    detail::node_scalar factor_;
 };
 
 /// -v (vector).
@@ -151,8 +184,9 @@ public:
 
     explicit negated(V inner) : detail::unary_node<V>(std::move(inner)) {}
 
-    template <std::size_t I, class T, std::size_t N> SKILLVEC_HD T eval(const std::array<T, N>& x) const {
-        return -this->a_.template eval<I>(x);
+    template <std::size_t I, class T, std::size_t N>
+    SKILLVEC_HD T eval(const std::array<T, N>& x, std::uint64_t i = 0) const {
+        return -this->a_.template eval<I>(x, i);
     }
     [[nodiscard]] std::string describe() const { return "-(" + this->a_.describe() + ")"; }
 };
@@ -181,16 +215,16 @@ template <class A, class B> std::string describe_sum(const A& a, const B& b) {
 /// a fused multiply-add: `t + l*v` rounds once, the same way on every backend, instead of leaving
 /// the choice to the compiler's contraction settings.
 template <std::size_t I, class A, class B, class T, std::size_t N>
-SKILLVEC_HD T eval_sum(const A& a, const B& b, const std::array<T, N>& x) {
+SKILLVEC_HD T eval_sum(const A& a, const B& b, const std::array<T, N>& x, std::uint64_t i) {
     constexpr std::size_t J = I + A::arity;
     if constexpr (is_scaled<B>::value) {
-        return lane_ops<T>::fma(lane_ops<T>::broadcast(scale_factor(b)), scale_inner(b).template eval<J>(x),
-                                a.template eval<I>(x));
+        return lane_ops<T>::fma(lane_ops<T>::broadcast(scale_factor(b)), scale_inner(b).template eval<J>(x, i),
+                                a.template eval<I>(x, i));
     } else if constexpr (is_scaled<A>::value) {
-        return lane_ops<T>::fma(lane_ops<T>::broadcast(scale_factor(a)), scale_inner(a).template eval<I>(x),
-                                b.template eval<J>(x));
+        return lane_ops<T>::fma(lane_ops<T>::broadcast(scale_factor(a)), scale_inner(a).template eval<I>(x, i),
+                                b.template eval<J>(x, i));
     } else {
-        return a.template eval<I>(x) + b.template eval<J>(x);
+        return a.template eval<I>(x, i) + b.template eval<J>(x, i);
     }
 }
 } // namespace detail
@@ -201,8 +235,9 @@ public:
     using space = vector_space;
     using detail::binary_node<P, Q>::binary_node;
 
-    template <std::size_t I, class T, std::size_t N> SKILLVEC_HD T eval(const std::array<T, N>& x) const {
-        return this->a_.template eval<I>(x) - this->b_.template eval<I + P::arity>(x);
+    template <std::size_t I, class T, std::size_t N>
+    SKILLVEC_HD T eval(const std::array<T, N>& x, std::uint64_t i = 0) const {
+        return this->a_.template eval<I>(x, i) - this->b_.template eval<I + P::arity>(x, i);
     }
     [[nodiscard]] std::string describe() const { return this->a_.describe() + " - " + this->b_.describe(); }
 };
@@ -215,8 +250,9 @@ public:
     using space = typename X::space;
     using detail::binary_node<X, V>::binary_node;
 
-    template <std::size_t I, class T, std::size_t N> SKILLVEC_HD T eval(const std::array<T, N>& x) const {
-        return detail::eval_sum<I>(this->a_, this->b_, x);
+    template <std::size_t I, class T, std::size_t N>
+    SKILLVEC_HD T eval(const std::array<T, N>& x, std::uint64_t i = 0) const {
+        return detail::eval_sum<I>(this->a_, this->b_, x, i);
     }
     [[nodiscard]] std::string describe() const { return detail::describe_sum(this->a_, this->b_); }
 };
@@ -234,20 +270,26 @@ class interpolation : public detail::binary_node<A, B> {
 public:
     using space = typename A::space;
 
-    interpolation(A a, B b, float t) : detail::binary_node<A, B>(std::move(a), std::move(b)), t_(t) {}
+    /// t is a float or a `parameter` (a value per tensor).
+    interpolation(A a, B b, detail::node_scalar t) : detail::binary_node<A, B>(std::move(a), std::move(b)), t_(std::move(t)) {}
 
-    template <std::size_t I, class T, std::size_t N> SKILLVEC_HD T eval(const std::array<T, N>& x) const {
+    template <std::size_t I, class T, std::size_t N>
+    SKILLVEC_HD T eval(const std::array<T, N>& x, std::uint64_t i = 0) const {
         using ops = lane_ops<T>;
-        return ops::fma(ops::broadcast(t_), this->b_.template eval<I + A::arity>(x),
-                        ops::broadcast(1.0f - t_) * this->a_.template eval<I>(x));
+        return ops::fma(ops::broadcast(t_.value), this->b_.template eval<I + A::arity>(x, i),
+                        ops::broadcast(1.0f - t_.value) * this->a_.template eval<I>(x, i));
     }
-    [[nodiscard]] float t() const noexcept { return t_; }
+    template <std::size_t I, class Ctx> void prepare(const Ctx& ctx) {
+        detail::binary_node<A, B>::template prepare<I>(ctx);
+        t_.prepare(ctx);
+    }
+    [[nodiscard]] float t() const noexcept { return t_.value; }
     [[nodiscard]] std::string describe() const {
-        return "lerp(" + this->a_.describe() + ", " + this->b_.describe() + ", " + detail::format_scalar(t_) + ")";
+        return "lerp(" + this->a_.describe() + ", " + this->b_.describe() + ", " + t_.describe() + ")";
     }
 
 private:
-    float t_;
+    detail::node_scalar t_;
 };
 
 /// The expression as a formula with its operands' labels, e.g. "target + 0.5 * (rl - sft)". Used

@@ -109,6 +109,26 @@ template <class V>
     return scaled<detail::bare<V>>(1.0f / s, std::forward<V>(v));
 }
 
+/// s * v and v * s with a per-tensor factor (a `parameter`: a gradient over layers, filter rules).
+template <class V>
+    requires vector_expression<detail::bare<V>>
+[[nodiscard]] auto operator*(const parameter& s, V&& v) {
+    return scaled<detail::bare<V>>(detail::node_scalar(s), std::forward<V>(v));
+}
+
+template <class V>
+    requires vector_expression<detail::bare<V>>
+[[nodiscard]] auto operator*(V&& v, const parameter& s) {
+    return scaled<detail::bare<V>>(detail::node_scalar(s), std::forward<V>(v));
+}
+
+/// (1 - t) * a + t * b with a per-tensor t.
+template <class A, class B>
+    requires tensor_expression<detail::bare<A>> && std::same_as<typename detail::bare<A>::space, typename detail::bare<B>::space>
+[[nodiscard]] auto lerp(A&& a, B&& b, const parameter& t) {
+    return interpolation<detail::bare<A>, detail::bare<B>>(std::forward<A>(a), std::forward<B>(b), detail::node_scalar(t));
+}
+
 /// (1 - t) * a + t * b, for two points or two vectors.
 template <class A, class B>
     requires tensor_expression<detail::bare<A>> && std::same_as<typename detail::bare<A>::space, typename detail::bare<B>::space>
@@ -137,6 +157,19 @@ template <class T, class R, class S>
     return inject(std::forward<T>(target), extract(std::forward<R>(rl), std::forward<S>(sft)), lambda);
 }
 
+/// inject and past with a per-tensor lambda.
+template <class P, class V>
+    requires point_expression<detail::bare<P>> && vector_expression<detail::bare<V>>
+[[nodiscard]] auto inject(P&& target, V&& v, const parameter& lambda) {
+    return std::forward<P>(target) + lambda * std::forward<V>(v);
+}
+
+template <class T, class R, class S>
+    requires point_expression<detail::bare<T>> && point_expression<detail::bare<R>> && point_expression<detail::bare<S>>
+[[nodiscard]] auto past(T&& target, R&& rl, S&& sft, const parameter& lambda) {
+    return inject(std::forward<T>(target), extract(std::forward<R>(rl), std::forward<S>(sft)), lambda);
+}
+
 // --- forbidden: one clear line each ------------------------------------------------------------
 
 template <class P, class Q>
@@ -154,6 +187,14 @@ affine_error::scaling_a_point_is_undefined__scale_a_vector_such_as_p_minus_q ope
 template <class P, class S>
     requires(scalar<S> || non_float_scalar<S>) && point_expression<detail::bare<P>>
 affine_error::scaling_a_point_is_undefined__scale_a_vector_such_as_p_minus_q operator/(P&&, S) = delete;
+
+template <class P>
+    requires point_expression<detail::bare<P>>
+affine_error::scaling_a_point_is_undefined__scale_a_vector_such_as_p_minus_q operator*(const parameter&, P&&) = delete;
+
+template <class P>
+    requires point_expression<detail::bare<P>>
+affine_error::scaling_a_point_is_undefined__scale_a_vector_such_as_p_minus_q operator*(P&&, const parameter&) = delete;
 
 template <class P>
     requires point_expression<detail::bare<P>>

@@ -40,6 +40,13 @@ concept tensor_expression = point_expression<E> || vector_expression<E>;
 template <class E>
 concept reduction_expression = expression<E> && std::same_as<typename E::space, reduction_space>;
 
+namespace detail {
+/// Whether an expression contains a node that only has a scalar (one element at a time) `eval`:
+/// merge methods with per-element branching or random draws. Evaluation then converts inputs with
+/// SIMD but evaluates element by element, passing each element's index.
+template <class E> inline constexpr bool scalar_only_v = requires { requires E::scalar_only; };
+} // namespace detail
+
 /// Scalars in expressions are `float`: computation is in f32, and a silent double would suggest
 /// precision that is not there. Write `0.5f`.
 template <class S>

@@ -18,6 +18,7 @@
 #include <skillvec/core/dtype.hpp>
 #include <skillvec/core/tensor_view.hpp>
 #include <skillvec/detail/thread_pool.hpp>
+#include <skillvec/expr/space.hpp>
 
 #include <algorithm>
 #include <array>
@@ -141,6 +142,7 @@ template <dtype D, unsigned Mask> struct mixed_leaves {
 /// scalar run up to 64-byte alignment.
 template <class Leaves, dtype Out, bool Stream, class E>
 void simd_map(const E& e, const std::byte* const* in, std::byte* out, std::size_t begin, std::size_t end) {
+#if !defined(__CUDA_ARCH__) // nvcc's device pass: SIMD batches cannot appear in device code (host-only body)
     constexpr std::size_t L = E::arity, W = simd_width;
     auto scalar = [&](std::size_t i) {
         std::array<float, L> x;
@@ -169,15 +171,17 @@ void simd_map(const E& e, const std::byte* const* in, std::byte* out, std::size_
     }
     if constexpr (Stream) detail::stream_fence();
     for (; i < end; ++i) scalar(i);
+#endif
 }
 
-/// The scalar reference: f32 in, f32 out, one element at a time.
-template <class E> void scalar_map(const E& e, const float* const* in, float* out, std::size_t n) {
+/// The scalar reference: f32 in, f32 out, one element at a time. `first` is the index of element
+/// 0 within the tensor, passed to nodes that depend on it (seeded random drops).
+template <class E> void scalar_map(const E& e, const float* const* in, float* out, std::size_t n, std::uint64_t first) {
     constexpr std::size_t L = E::arity;
     for (std::size_t i = 0; i < n; ++i) {
         std::array<float, L> x;
         for (std::size_t k = 0; k < L; ++k) x[k] = in[k][i];
-        out[i] = e.template eval<0>(x);
+        out[i] = e.template eval<0>(x, first + i);
     }
 }
 
@@ -188,10 +192,12 @@ inline void scalar_from_f32(dtype t, const float* src, std::size_t n, std::byte*
     for (std::size_t i = 0; i < n; ++i) store_from_f32(t, dst, first + i, src[i]);
 }
 
-/// Any float dtypes, through L1-resident f32 tiles.
+/// Any float dtypes, through L1-resident f32 tiles. An expression with a scalar-only node (a merge
+/// method) converts with SIMD but evaluates element by element; `base` is the tensor index of
+/// element 0 of `in` and `out`.
 template <class E>
 void tiled_map(const E& e, const dtype* in_t, const std::byte* const* in, dtype out_t, std::byte* out,
-               std::size_t begin, std::size_t end, bool simd, bool stream) {
+               std::size_t begin, std::size_t end, bool simd, bool stream, std::uint64_t base = 0) {
     constexpr std::size_t L = E::arity;
     alignas(64) float buf[L][tile];
     alignas(64) float obuf[tile];
@@ -208,14 +214,14 @@ void tiled_map(const E& e, const dtype* in_t, const std::byte* const* in, dtype 
             }
         }
         float* o = out_t == dtype::f32 ? reinterpret_cast<float*>(out) + t0 : obuf;
-        if (simd) {
+        if (simd && !skillvec::detail::scalar_only_v<E>) {
             const std::byte* pb[L];
             for (std::size_t k = 0; k < L; ++k) pb[k] = reinterpret_cast<const std::byte*>(p[k]);
             using f32_leaves = uniform_leaves<dtype::f32>;
             if (stream && out_t == dtype::f32) simd_map<f32_leaves, dtype::f32, true>(e, pb, reinterpret_cast<std::byte*>(o), 0, n);
             else simd_map<f32_leaves, dtype::f32, false>(e, pb, reinterpret_cast<std::byte*>(o), 0, n);
         } else {
-            scalar_map(e, p, o, n);
+            scalar_map(e, p, o, n, base + t0);
         }
         if (out_t != dtype::f32) {
             if (simd) from_f32(out_t, obuf, n, out, t0, stream);
@@ -232,8 +238,12 @@ inline constexpr std::size_t max_mixed_leaves = 4;
 /// model plus f32 skill vectors); through f32 tiles otherwise.
 template <class E>
 void map_range(const E& e, const dtype* in_t, const std::byte* const* in, dtype out_t, std::byte* out,
-               std::size_t begin, std::size_t end, bool simd, bool stream) {
+               std::size_t begin, std::size_t end, bool simd, bool stream, std::uint64_t base = 0) {
     constexpr std::size_t L = E::arity;
+    if constexpr (skillvec::detail::scalar_only_v<E>) {
+        tiled_map(e, in_t, in, out_t, out, begin, end, simd, stream, base);
+        return;
+    }
     bool uniform = simd && simd_dtype_of(out_t) && simd_dtype_of(in_t[0]);
     for (std::size_t k = 1; k < L && uniform; ++k) uniform = in_t[k] == in_t[0];
     if (uniform) {
@@ -271,14 +281,15 @@ void map_range(const E& e, const dtype* in_t, const std::byte* const* in, dtype 
             return;
         }
     }
-    tiled_map(e, in_t, in, out_t, out, begin, end, simd, stream);
+    tiled_map(e, in_t, in, out_t, out, begin, end, simd, stream, base);
 }
 
 /// Evaluates a whole tensor of n elements, split into contiguous ranges across threads.
-/// `in_place` says the output buffer is one of the inputs (then streaming stores never pay).
+/// `in_place` says the output buffer is one of the inputs (then streaming stores never pay); `base`
+/// is the tensor index of element 0 of `in` and `out` (they may point into the middle of a tensor).
 template <class E>
 void map_tensor(const E& e, const dtype* in_t, const std::byte* const* in, dtype out_t, std::byte* out,
-                std::size_t n, const cpu_backend& be, bool in_place) {
+                std::size_t n, const cpu_backend& be, bool in_place, std::uint64_t base = 0) {
     if (n == 0) return;
     std::size_t touched = byte_size(out_t, n);
     for (std::size_t k = 0; k < E::arity; ++k) touched += byte_size(in_t[k], n);
@@ -289,14 +300,14 @@ void map_tensor(const E& e, const dtype* in_t, const std::byte* const* in, dtype
     const unsigned threads = be.threads == 0 ? pool.size() : be.threads;
     const std::size_t tasks = std::min<std::size_t>(threads, (n + parallel_grain - 1) / parallel_grain);
     if (tasks <= 1) {
-        map_range(e, in_t, in, out_t, out, 0, n, be.simd, stream);
+        map_range(e, in_t, in, out_t, out, 0, n, be.simd, stream, base);
         return;
     }
     // Range boundaries on 64-element multiples keep every thread's output cache-line aligned.
     const std::size_t chunk = ((n + tasks - 1) / tasks + 63) / 64 * 64;
     pool.run(tasks, [&](std::size_t t) {
         const std::size_t b = t * chunk, end = std::min(n, b + chunk);
-        if (b < end) map_range(e, in_t, in, out_t, out, b, end, be.simd, stream);
+        if (b < end) map_range(e, in_t, in, out_t, out, b, end, be.simd, stream, base);
     }, threads);
 }
 
@@ -324,6 +335,7 @@ void load_two(const std::byte* const* in, std::size_t i, std::array<fbatch<>, L>
 /// summed once at the end in a fixed order. The tail is summed in f64 directly.
 template <dtype In, class R>
 void simd_reduce(const R& r, const std::byte* const* in, std::size_t begin, std::size_t end, double* acc) {
+#if !defined(__CUDA_ARCH__) // as in simd_map
     constexpr std::size_t L = R::arity, K = R::accumulators, W = simd_width;
     // 4 sets, except with 4+ accumulators (compare) or bf16 with 3 (cosine): those would spill.
     constexpr std::size_t sets = (K >= 4 || (K == 3 && In == dtype::bf16)) ? 2 : 4, step = sets * W;
@@ -379,6 +391,7 @@ void simd_reduce(const R& r, const std::byte* const* in, std::size_t begin, std:
         for (std::size_t k = 0; k < L; ++k) x[k] = load_as_f32(In, in[k], i);
         r.accumulate_exact(acc, x);
     }
+#endif
 }
 
 /// Any float dtypes (or the scalar fallback), through f32 tiles.
@@ -424,6 +437,8 @@ void reduce_range(const R& r, const dtype* in_t, const std::byte* const* in, std
 template <class R>
 void reduce_tensor(const R& r, const dtype* in_t, const std::byte* const* in, std::size_t n, double* acc,
                    const cpu_backend& be) {
+    static_assert(!skillvec::detail::scalar_only_v<R>,
+                  "reductions of merge-method results are not supported: materialize the merged vector first");
     if (n == 0) return;
     constexpr std::size_t K = R::accumulators;
     const std::size_t blocks = (n + reduce_block - 1) / reduce_block;
