@@ -324,7 +324,7 @@ TEST_CASE("magnitude_prune keeps exactly the reference's mask, ties at the thres
                     // The threshold's ties are all kept: more than floor(density n) survive.
                     std::size_t kept = 0;
                     for (bool k : mask) kept += k;
-                    CHECK(kept > static_cast<std::size_t>(density * t.size()));
+                    CHECK(kept > static_cast<std::size_t>(static_cast<double>(density) * static_cast<double>(t.size())));
                 }
             }
         }
