@@ -1,6 +1,6 @@
 # cmake -DCXX=... -DINCLUDE=... -DSOURCE=... -DEXPECT=... -P check.cmake
 # Passes when SOURCE fails to compile and the *first* error's diagnostic (up to the next error)
-# names skillvec::affine_error::EXPECT: the message a user should see first. (GCC puts it on the
+# names skillvec::affine_error::EXPECT (or EXPECT itself when it is qualified): the message a user should see first. (GCC puts it on the
 # error line itself; clang on the note that follows it.)
 execute_process(COMMAND "${CXX}" -std=c++20 -fsyntax-only "-I${INCLUDE}" "${SOURCE}"
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
@@ -18,6 +18,11 @@ string(FIND "${rest}" ": error:" next)
 if(NOT next EQUAL -1)
   string(SUBSTRING "${rest}" 0 ${next} rest)
 endif()
-if(NOT rest MATCHES "affine_error::${EXPECT}")
-  message(FATAL_ERROR "the first error does not name affine_error::${EXPECT}:\n${rest}")
+# EXPECT is an affine_error name, or a qualified name (recipe_error::...) matched as it is.
+if(NOT EXPECT MATCHES "::")
+  set(EXPECT "affine_error::${EXPECT}")
+endif()
+string(FIND "${rest}" "${EXPECT}" found)
+if(found EQUAL -1)
+  message(FATAL_ERROR "the first error does not name ${EXPECT}:\n${rest}")
 endif()

@@ -107,7 +107,7 @@ template <class A> class unary_node : public expression_base {
 public:
     static constexpr std::size_t arity = A::arity;
     static constexpr bool scalar_only = scalar_only_v<A>;
-    explicit unary_node(A a) : a_(std::move(a)) {}
+    constexpr explicit unary_node(A a) : a_(std::move(a)) {}
     template <class F> void for_each_leaf(F&& f) const { a_.for_each_leaf(f); }
     template <std::size_t I, class Ctx> void prepare(const Ctx& ctx) { prepare_node<I>(a_, ctx); }
     [[nodiscard]] SKILLVEC_HD const A& inner() const noexcept { return a_; }
@@ -121,11 +121,13 @@ template <class A, class B> class binary_node : public expression_base {
 public:
     static constexpr std::size_t arity = A::arity + B::arity;
     static constexpr bool scalar_only = scalar_only_v<A> || scalar_only_v<B>;
-    binary_node(A a, B b) : a_(std::move(a)), b_(std::move(b)) {}
+    constexpr binary_node(A a, B b) : a_(std::move(a)), b_(std::move(b)) {}
     template <class F> void for_each_leaf(F&& f) const {
         a_.for_each_leaf(f);
         b_.for_each_leaf(f);
     }
+    [[nodiscard]] SKILLVEC_HD const A& left() const noexcept { return a_; }
+    [[nodiscard]] SKILLVEC_HD const B& right() const noexcept { return b_; }
     template <std::size_t I, class Ctx> void prepare(const Ctx& ctx) {
         prepare_node<I>(a_, ctx);
         prepare_node<I + A::arity>(b_, ctx);
@@ -171,6 +173,8 @@ public:
     }
     /// The factor (for the tensor being evaluated, if it is per tensor).
     [[nodiscard]] SKILLVEC_HD float factor() const noexcept { return factor_.value; }
+    /// The factor as given: a float or a per-tensor parameter.
+    [[nodiscard]] const detail::node_scalar& scalar() const noexcept { return factor_; }
     [[nodiscard]] std::string describe() const { return factor_.describe() + " * (" + this->a_.describe() + ")"; }
 
 private:
@@ -182,7 +186,7 @@ template <vector_expression V> class negated : public detail::unary_node<V> {
 public:
     using space = vector_space;
 
-    explicit negated(V inner) : detail::unary_node<V>(std::move(inner)) {}
+    constexpr explicit negated(V inner) : detail::unary_node<V>(std::move(inner)) {}
 
     template <std::size_t I, class T, std::size_t N>
     SKILLVEC_HD T eval(const std::array<T, N>& x, std::uint64_t i = 0) const {
@@ -284,6 +288,8 @@ public:
         t_.prepare(ctx);
     }
     [[nodiscard]] float t() const noexcept { return t_.value; }
+    /// t as given: a float or a per-tensor parameter.
+    [[nodiscard]] const detail::node_scalar& scalar() const noexcept { return t_; }
     [[nodiscard]] std::string describe() const {
         return "lerp(" + this->a_.describe() + ", " + this->b_.describe() + ", " + t_.describe() + ")";
     }

@@ -42,49 +42,49 @@ template <class E> using bare = std::remove_cvref_t<E>;
 /// p - q: the vector that takes q to p.
 template <class P, class Q>
     requires point_expression<detail::bare<P>> && point_expression<detail::bare<Q>>
-[[nodiscard]] auto operator-(P&& p, Q&& q) {
+[[nodiscard]] constexpr auto operator-(P&& p, Q&& q) {
     return difference<detail::bare<P>, detail::bare<Q>>(std::forward<P>(p), std::forward<Q>(q));
 }
 
 /// p + v: move the point p by v.
 template <class P, class V>
     requires point_expression<detail::bare<P>> && vector_expression<detail::bare<V>>
-[[nodiscard]] auto operator+(P&& p, V&& v) {
+[[nodiscard]] constexpr auto operator+(P&& p, V&& v) {
     return translation<detail::bare<P>, detail::bare<V>>(std::forward<P>(p), std::forward<V>(v));
 }
 
 /// v + p: the same as p + v (the point stays the point operand).
 template <class V, class P>
     requires vector_expression<detail::bare<V>> && point_expression<detail::bare<P>>
-[[nodiscard]] auto operator+(V&& v, P&& p) {
+[[nodiscard]] constexpr auto operator+(V&& v, P&& p) {
     return translation<detail::bare<P>, detail::bare<V>>(std::forward<P>(p), std::forward<V>(v));
 }
 
 /// -v.
 template <class V>
     requires vector_expression<detail::bare<V>>
-[[nodiscard]] auto operator-(V&& v) {
+[[nodiscard]] constexpr auto operator-(V&& v) {
     return negated<detail::bare<V>>(std::forward<V>(v));
 }
 
 /// p - v = p + (-v).
 template <class P, class V>
     requires point_expression<detail::bare<P>> && vector_expression<detail::bare<V>>
-[[nodiscard]] auto operator-(P&& p, V&& v) {
+[[nodiscard]] constexpr auto operator-(P&& p, V&& v) {
     return std::forward<P>(p) + (-std::forward<V>(v));
 }
 
 /// v + w.
 template <class V, class W>
     requires vector_expression<detail::bare<V>> && vector_expression<detail::bare<W>>
-[[nodiscard]] auto operator+(V&& v, W&& w) {
+[[nodiscard]] constexpr auto operator+(V&& v, W&& w) {
     return vector_sum<detail::bare<V>, detail::bare<W>>(std::forward<V>(v), std::forward<W>(w));
 }
 
 /// v - w = v + (-w).
 template <class V, class W>
     requires vector_expression<detail::bare<V>> && vector_expression<detail::bare<W>>
-[[nodiscard]] auto operator-(V&& v, W&& w) {
+[[nodiscard]] constexpr auto operator-(V&& v, W&& w) {
     return std::forward<V>(v) + (-std::forward<W>(w));
 }
 

@@ -258,6 +258,7 @@ public:
     [[nodiscard]] stats_type finish(const double* acc, std::uint64_t n) const {
         return {acc[0], acc[1], acc[2], static_cast<std::uint64_t>(acc[3]), static_cast<std::uint64_t>(acc[4]), n};
     }
+    [[nodiscard]] float tolerance() const noexcept { return tol_; }
 
 private:
     float tol_;
