@@ -7,6 +7,8 @@
 /// conversions here are the only places where precision is lost, and they round to nearest even.
 /// NaN stays NaN (quieted, sign and upper payload kept, exactly as x86 F16C does) and Inf stays Inf.
 
+#include <skillvec/core/config.hpp>
+
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -93,16 +95,17 @@ inline constexpr dtype all_dtypes[] = {
 
 // ---------------------------------------------------------------------------------------------
 // Scalar conversions. These are the reference: the SIMD converters in backend/cpu must agree with
-// them bit for bit, and tests check both over every 16-bit pattern.
+// them bit for bit, and tests check both over every 16-bit pattern. They are SKILLVEC_HD: the
+// Thrust backend converts with these same functions inside its kernels, on the GPU too.
 // ---------------------------------------------------------------------------------------------
 
 /// bf16 bits -> f32. Exact (bf16 is the upper half of an f32).
-[[nodiscard]] constexpr float bf16_to_f32(std::uint16_t h) noexcept {
+[[nodiscard]] SKILLVEC_HD constexpr float bf16_to_f32(std::uint16_t h) noexcept {
     return std::bit_cast<float>(static_cast<std::uint32_t>(h) << 16);
 }
 
 /// f32 -> bf16 bits, round to nearest even. NaN becomes a quiet NaN with the same sign and upper payload.
-[[nodiscard]] constexpr std::uint16_t f32_to_bf16(float f) noexcept {
+[[nodiscard]] SKILLVEC_HD constexpr std::uint16_t f32_to_bf16(float f) noexcept {
     const std::uint32_t u = std::bit_cast<std::uint32_t>(f);
     if ((u & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<std::uint16_t>((u >> 16) | 0x0040u);
     // Adding 0x7FFF plus the lowest kept bit rounds half to even; a carry into the exponent is the
@@ -111,7 +114,7 @@ inline constexpr dtype all_dtypes[] = {
 }
 
 /// f16 bits -> f32. Exact for every finite value (subnormals included); NaN is quieted like F16C's vcvtph2ps.
-[[nodiscard]] constexpr float f16_to_f32(std::uint16_t h) noexcept {
+[[nodiscard]] SKILLVEC_HD constexpr float f16_to_f32(std::uint16_t h) noexcept {
     const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
     const std::uint32_t exp = (h >> 10) & 0x1Fu;
     const std::uint32_t man = h & 0x3FFu;
@@ -126,7 +129,7 @@ inline constexpr dtype all_dtypes[] = {
 
 /// f32 -> f16 bits, round to nearest even, overflow to Inf, gradual underflow to subnormals.
 /// NaN becomes a quiet NaN with the same sign and upper payload, as F16C's vcvtps2ph does.
-[[nodiscard]] constexpr std::uint16_t f32_to_f16(float f) noexcept {
+[[nodiscard]] SKILLVEC_HD constexpr std::uint16_t f32_to_f16(float f) noexcept {
     const std::uint32_t u = std::bit_cast<std::uint32_t>(f);
     const std::uint32_t sign = (u >> 16) & 0x8000u;
     const std::uint32_t a = u & 0x7FFFFFFFu;
@@ -192,7 +195,7 @@ template <> struct dtype_of<std::uint64_t> { static constexpr dtype value = dtyp
 template <class T> inline constexpr dtype dtype_of_v = dtype_of<T>::value;
 
 /// Reads element i of a float-kind buffer as f32 (f64 is rounded to nearest).
-[[nodiscard]] inline float load_as_f32(dtype t, const std::byte* base, std::size_t i) noexcept {
+[[nodiscard]] SKILLVEC_HD inline float load_as_f32(dtype t, const std::byte* base, std::size_t i) noexcept {
     switch (t) {
     case dtype::f32: { float v; __builtin_memcpy(&v, base + 4 * i, 4); return v; }
     case dtype::f64: { double v; __builtin_memcpy(&v, base + 8 * i, 8); return static_cast<float>(v); }
@@ -203,7 +206,7 @@ template <class T> inline constexpr dtype dtype_of_v = dtype_of<T>::value;
 }
 
 /// Writes an f32 value as element i of a float-kind buffer, rounding to nearest even.
-inline void store_from_f32(dtype t, std::byte* base, std::size_t i, float x) noexcept {
+SKILLVEC_HD inline void store_from_f32(dtype t, std::byte* base, std::size_t i, float x) noexcept {
     switch (t) {
     case dtype::f32: __builtin_memcpy(base + 4 * i, &x, 4); break;
     case dtype::f64: { double v = x; __builtin_memcpy(base + 8 * i, &v, 8); break; }
