@@ -8,11 +8,17 @@
 #                          compile-fail, packaging consumers, 10^8-element accuracy), a clang
 #                          build (unit, compile-time, compile-fail, a 30 s libFuzzer run of the
 #                          safetensors header parser), an ASan+UBSan build of the
-#                          unit tests, and a benchmark smoke run
+#                          unit tests, and a benchmark smoke run; where a CUDA toolkit is found
+#                          (no GPU needed), the release build also runs the Thrust backend's tests
+#                          on the host (OpenMP) and compiles the CUDA translation units with nvcc
+#   scripts/dev.sh bench-gpu   on a CUDA machine: build with -DSKILLVEC_CUDA=ON, run the Thrust
+#                          tests on the GPU, then benchmarks/bench_gpu (256 MiB tensors, against a
+#                          device-to-device copy) into runs/bench_gpu.json (extra arguments go to it)
 #   scripts/dev.sh deps    only install the Debian packages that are missing
 #
 # Environment: BUILD_DIR (default build), CLANG_BUILD_DIR (default build-clang),
-# ASAN_BUILD_DIR (default build-asan), JOBS (default nproc).
+# ASAN_BUILD_DIR (default build-asan), CUDA_BUILD_DIR (default build-cuda), CUDA_HOME (default
+# /usr/local/cuda), JOBS (default nproc).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -78,7 +84,14 @@ test_all() {
   py_deps
   export SKILLVEC_REQUIRE_INTEROP=1 # a missing numpy/safetensors fails the interop test instead of skipping it
   log "release build"
-  configure "$build" -DCMAKE_BUILD_TYPE=Release
+  # The Thrust backend needs CCCL and nvcc from a CUDA toolkit, not a GPU.
+  local cuda=(-DSKILLVEC_THRUST_TESTS=OFF -DSKILLVEC_NVCC_CHECK=OFF)
+  if [[ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]]; then
+    cuda=(-DSKILLVEC_THRUST_TESTS=ON -DSKILLVEC_NVCC_CHECK=ON)
+  else
+    log "NOTE: no CUDA toolkit at ${CUDA_HOME:-/usr/local/cuda}: skipping the Thrust tests and the nvcc check"
+  fi
+  configure "$build" -DCMAKE_BUILD_TYPE=Release "${cuda[@]}"
   cmake --build "$build" -j "$jobs"
   log "release tests"
   (cd "$build" && ctest -j "$jobs" --output-on-failure)
@@ -105,9 +118,24 @@ test_all() {
   log "all tests passed"
 }
 
+bench_gpu() {
+  deps
+  local dir="${CUDA_BUILD_DIR:-$root/build-cuda}" out="$root/runs/bench_gpu.json"
+  log "CUDA build: the skillvec command with --device gpu, the Thrust tests and bench_gpu"
+  configure "$dir" -DCMAKE_BUILD_TYPE=Release -DSKILLVEC_CUDA=ON -DSKILLVEC_CONSUMER_TESTS=OFF
+  cmake --build "$dir" -j "$jobs" --target skillvec_thrust_tests_cuda bench_gpu skillvec_cli
+  log "Thrust tests on the GPU"
+  "$dir/tests/thrust/skillvec_thrust_tests_cuda"
+  log "GPU benchmark (ratio_to_copy: kernel bandwidth / device-to-device copy bandwidth, same run)"
+  mkdir -p "$(dirname "$out")"
+  "$dir/benchmarks/bench_gpu" --benchmark_out="$out" --benchmark_out_format=json "$@"
+  log "wrote $out"
+}
+
 case "${1:-}" in
   demo) shift; demo "$@" ;;
+  bench-gpu) shift; bench_gpu "$@" ;;
   test) test_all ;;
   deps) deps ;;
-  *) echo "usage: $0 demo|test|deps" >&2; exit 2 ;;
+  *) echo "usage: $0 demo|test|bench-gpu|deps" >&2; exit 2 ;;
 esac

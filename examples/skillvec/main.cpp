@@ -16,6 +16,10 @@
 #include <skillvec/io/safetensors_writer.hpp>
 #include <skillvec/skillvec.hpp>
 
+#if SKILLVEC_CLI_GPU // a CUDA build (-DSKILLVEC_CUDA=ON): this file is compiled by nvcc, with --device gpu
+#include <skillvec/gpu.hpp>
+#endif
+
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
@@ -43,7 +47,21 @@ struct options {
     std::string max_shard = "5GB";
     std::string dtype = "keep";
     double lambda = 1.0;
+    std::string device = "cpu";
 };
+
+/// Calls run(backend) with the backend --device names: the CPU (xsimd), or the GPU (Thrust on
+/// CUDA) in a build with CUDA.
+template <class F> int on_device(const options& o, F&& run) {
+    if (o.device == "gpu") {
+#if SKILLVEC_CLI_GPU
+        return run(sv::gpu);
+#else
+        throw sv::error("--device gpu: this skillvec was built without CUDA (rebuild with cmake -DSKILLVEC_CUDA=ON)");
+#endif
+    }
+    return run(sv::cpu_backend{.threads = o.threads});
+}
 
 /// "5GB", "500MB", "2GiB", "1000000" -> bytes.
 std::uint64_t parse_size(const std::string& s) {
@@ -138,7 +156,8 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 // --- past ------------------------------------------------------------------------------------------
 
-int cmd_past(const options& o, const std::string& rl_path, const std::string& sft_path, const std::vector<std::string>& target_paths,
+template <class Backend>
+int cmd_past(const options& o, const Backend& be, const std::string& rl_path, const std::string& sft_path, const std::vector<std::string>& target_paths,
              const std::vector<std::string>& out_paths, const std::string& save_vector) {
     if (target_paths.size() != out_paths.size())
         throw sv::error("past: " + std::to_string(target_paths.size()) + " --target but " + std::to_string(out_paths.size()) +
@@ -153,18 +172,17 @@ int cmd_past(const options& o, const std::string& rl_path, const std::string& sf
     targets.reserve(target_paths.size()); // expressions refer to the elements: no reallocation after this
     for (const auto& p : target_paths) targets.push_back(sv::safetensors_store::open(p));
 
-    const sv::cpu_backend be{.threads = o.threads};
     const float lambda = static_cast<float>(o.lambda);
     const sv::eval_options opt{.out_dtype = parse_out_dtype(o.dtype), .allow_mixed_float_dtypes = o.mixed};
     // Bind every target first: any mismatch in any of them stops the run before it writes anything.
     using E = decltype(sv::past(sv::weights(targets[0]), sv::weights(rl), sv::weights(sft), lambda));
-    std::vector<sv::prepared_evaluation<E>> jobs;
+    std::vector<decltype(sv::prepare(std::declval<const E&>(), be, opt))> jobs;
     for (std::size_t i = 0; i < targets.size(); ++i)
         jobs.push_back(sv::prepare(sv::past(sv::weights(targets[i], role("target", target_paths[i])), sv::weights(rl, role("rl", rl_path)),
                                             sv::weights(sft, role("sft", sft_path)), lambda),
                                    be, opt));
     using V = decltype(sv::extract(sv::weights(rl), sv::weights(sft)));
-    std::optional<sv::prepared_evaluation<V>> vector_job;
+    std::optional<decltype(sv::prepare(std::declval<const V&>(), be, opt))> vector_job;
     if (!save_vector.empty())
         vector_job.emplace(sv::prepare(sv::extract(sv::weights(rl, role("rl", rl_path)), sv::weights(sft, role("sft", sft_path))), be,
                                        sv::eval_options{.allow_mixed_float_dtypes = o.mixed}));
@@ -231,14 +249,15 @@ template <class Job> void run_into(const options& o, const Job& job, sv::safeten
     job.run(sv::cli::progress_sink(w, bar));
 }
 
-int cmd_extract(const options& o, const std::string& rl_path, const std::string& sft_path, const std::string& out) {
+template <class Backend>
+int cmd_extract(const options& o, const Backend& be, const std::string& rl_path, const std::string& sft_path, const std::string& out) {
     check_outputs(o, {out});
     const auto t0 = std::chrono::steady_clock::now();
     const auto rl = sv::safetensors_store::open(rl_path);
     const auto sft = sv::safetensors_store::open(sft_path);
     const auto e = sv::extract(sv::weights(rl, role("rl", rl_path)), sv::weights(sft, role("sft", sft_path)));
     const auto dt = o.dtype == "keep" ? std::optional<sv::dtype>(sv::dtype::f32) : parse_out_dtype(o.dtype);
-    const auto job = sv::prepare(e, sv::cpu_backend{.threads = o.threads}, sv::eval_options{.out_dtype = dt, .allow_mixed_float_dtypes = o.mixed});
+    const auto job = sv::prepare(e, be, sv::eval_options{.out_dtype = dt, .allow_mixed_float_dtypes = o.mixed});
     sv::cli::install_interrupt_handler();
     sv::safetensors_writer w(out, writer_options(o, provenance(sv::describe(sv::extract(sv::weights(rl, "rl"), sv::weights(sft, "sft"))), {{"rl", rl_path}, {"sft", sft_path}}, std::nullopt), std::nullopt));
     run_into(o, job, w);
@@ -246,15 +265,15 @@ int cmd_extract(const options& o, const std::string& rl_path, const std::string&
     return 0;
 }
 
-int cmd_inject(const options& o, const std::string& target_path, const std::string& vector_path, const std::string& out) {
+template <class Backend>
+int cmd_inject(const options& o, const Backend& be, const std::string& target_path, const std::string& vector_path, const std::string& out) {
     check_outputs(o, {out});
     const auto t0 = std::chrono::steady_clock::now();
     const auto target = sv::safetensors_store::open(target_path);
     const auto v = sv::safetensors_store::open(vector_path);
     const auto e = sv::inject(sv::weights(target, role("target", target_path)), sv::delta(v, role("vector", vector_path)), static_cast<float>(o.lambda));
     // A saved vector is usually f32 and the model bf16: mixing float kinds is the point here.
-    const auto job = sv::prepare(e, sv::cpu_backend{.threads = o.threads},
-                                 sv::eval_options{.out_dtype = parse_out_dtype(o.dtype), .allow_mixed_float_dtypes = true});
+    const auto job = sv::prepare(e, be, sv::eval_options{.out_dtype = parse_out_dtype(o.dtype), .allow_mixed_float_dtypes = true});
     sv::cli::install_interrupt_handler();
     sv::safetensors_writer w(out, writer_options(o, provenance(sv::describe(sv::inject(sv::weights(target, "target"), sv::delta(v, "vector"), static_cast<float>(o.lambda))),
                                                  {{"target", target_path}, {"vector", vector_path}}, o.lambda),
@@ -295,14 +314,15 @@ void write_atomically(const fs::path& path, const std::string& text) {
     }
 }
 
-int cmd_analyze(const options& o, const std::string& a0, const std::string& a, const std::string& b0, const std::string& b,
+template <class Backend>
+int cmd_analyze(const options& o, const Backend& be, const std::string& a0, const std::string& a, const std::string& b0, const std::string& b,
                 const std::string& json_path, const std::string& svg_path, double tol) {
     const auto A0 = sv::safetensors_store::open(a0), A = sv::safetensors_store::open(a);
     const auto B0 = sv::safetensors_store::open(b0), B = sv::safetensors_store::open(b);
     const auto e = sv::compare(sv::weights(A, role("a", a)) - sv::weights(A0, role("a-minus", a0)),
                                sv::weights(B, role("b", b)) - sv::weights(B0, role("b-minus", b0)),
                                static_cast<float>(tol));
-    const auto job = sv::prepare(e, sv::cpu_backend{.threads = o.threads}, sv::eval_options{.allow_mixed_float_dtypes = o.mixed});
+    const auto job = sv::prepare(e, be, sv::eval_options{.allow_mixed_float_dtypes = o.mixed});
     double in_bytes = 0; // float tensors of the four checkpoints: what the pass reads
     for (const auto* st : {&A0, &A, &B0, &B})
         for (const auto& n : st->tensor_names())
@@ -443,6 +463,9 @@ int main(int argc, char** argv) {
         c->add_option("--threads", o.threads, "threads to use (default: all)");
         c->add_flag("--quiet,-q", o.quiet, "no progress line or summary");
         c->add_flag("--allow-mixed-dtypes", o.mixed, "compute across float kinds (e.g. an f32 sft with a bf16 rl)");
+        c->add_option("--device", o.device, "where to compute: cpu, or gpu (a CUDA build)")
+            ->check(CLI::IsMember({"cpu", "gpu"}))
+            ->capture_default_str();
         if (writes) {
             c->add_flag("--force", o.force, "replace existing outputs (only once the new ones are complete)");
             c->add_option("--max-shard-size", o.max_shard, "largest output shard, e.g. 5GB, 500MiB")->capture_default_str();
@@ -504,10 +527,10 @@ int main(int argc, char** argv) {
     if (!std::isfinite(static_cast<float>(o.lambda))) // a value error, like a bad --dtype: exit 1
         return report_error("--lambda " + format_float(o.lambda) + ": use a finite number (it is applied in f32)");
     try {
-        if (*past) return cmd_past(o, rl, sft, targets, outs, save_vector);
-        if (*extract) return cmd_extract(o, rl, sft, extract_out);
-        if (*inject) return cmd_inject(o, target, vec, inject_out);
-        if (*analyze) return cmd_analyze(o, a0, a, b0, b, json_path, svg_path, tol);
+        if (*past) return on_device(o, [&](const auto& be) { return cmd_past(o, be, rl, sft, targets, outs, save_vector); });
+        if (*extract) return on_device(o, [&](const auto& be) { return cmd_extract(o, be, rl, sft, extract_out); });
+        if (*inject) return on_device(o, [&](const auto& be) { return cmd_inject(o, be, target, vec, inject_out); });
+        if (*analyze) return on_device(o, [&](const auto& be) { return cmd_analyze(o, be, a0, a, b0, b, json_path, svg_path, tol); });
         if (*inspect) return cmd_inspect(inspect_path);
     } catch (const sv::binding_error& e) {
         // The first line names the first problem's tensor and checkpoints; the rest list them all.

@@ -111,7 +111,8 @@ public:
             return;
         }
         if (e.action == tensor_action::pass_through) pass_through(e, sink, rep);
-        else compute(e, sink, rep);
+        else if (e.action == tensor_action::compute) compute(e, sink, rep);
+        else throw error("tensor '" + e.out.name + "': the gpu backend does not support this tensor's action yet (eval_options::keep)");
         rep.bytes_written += e.out.nbytes();
         sink.commit(e.out);
         for (const auto& leaf : plan_.leaves) leaf.release(e.out.name);
