@@ -20,6 +20,8 @@
 #include <skillvec/gpu.hpp>
 #endif
 
+#include "merge.hpp"
+
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
@@ -513,6 +515,16 @@ int main(int argc, char** argv) {
     analyze->add_option("--tol", tol, "sparsity counts |x| <= tol")->capture_default_str();
     add_common(analyze, false);
 
+    sv::cli::merge_command mc;
+    auto* merge = app.add_subcommand("merge", "merge checkpoints as a recipe file says (mergekit-style YAML; docs/recipes.md)");
+    merge->add_option("recipe", mc.recipe, "the recipe file")->required();
+    merge->add_option("--out", mc.out, "output checkpoint directory");
+    merge->add_flag("--dry-run", mc.dry_run, "print the resolved per-tensor plan; read no tensor data, write nothing");
+    merge->add_option("--threads", o.threads, "threads to use (default: all)");
+    merge->add_flag("--quiet,-q", o.quiet, "no progress line or summary");
+    merge->add_flag("--force", o.force, "replace an existing output (only once the new one is complete)");
+    merge->add_option("--max-shard-size", o.max_shard, "largest output shard, e.g. 5GB, 500MiB")->capture_default_str();
+
     std::string inspect_path;
     auto* inspect = app.add_subcommand("inspect", "validate a checkpoint and list its tensors");
     inspect->add_option("path", inspect_path, "a .safetensors file or a checkpoint directory")->required();
@@ -532,6 +544,21 @@ int main(int argc, char** argv) {
         if (*inject) return on_device(o, [&](const auto& be) { return cmd_inject(o, be, target, vec, inject_out); });
         if (*analyze) return on_device(o, [&](const auto& be) { return cmd_analyze(o, be, a0, a, b0, b, json_path, svg_path, tol); });
         if (*inspect) return cmd_inspect(inspect_path);
+        if (*merge) {
+            if (!mc.dry_run) {
+                if (mc.out.empty()) return report_error("merge: give --out DIR (or --dry-run to only print the plan)");
+                check_outputs(o, {mc.out});
+            }
+            mc.quiet = o.quiet;
+            mc.threads = o.threads;
+            mc.version = version();
+            mc.writer = writer_options(o, {}, std::nullopt);
+#if defined(SKILLVEC_CLI_MERGE)
+            return sv::cli::run_merge_command(mc);
+#else
+            return report_error("merge: this skillvec was built without yaml-cpp (apt-get install -y libyaml-cpp-dev, then rebuild)");
+#endif
+        }
     } catch (const sv::binding_error& e) {
         // The first line names the first problem's tensor and checkpoints; the rest list them all.
         // The library's dtype hint names its option; here it is a flag.

@@ -180,6 +180,9 @@ public:
         for (const auto& leaf : plan_.leaves) leaf.release(e.out.name);
     }
 
+    /// Entry `i` of the plan: the output tensor, what is done with it, and its input views.
+    [[nodiscard]] const detail::plan_entry& entry(std::size_t i) const { return plan_.entries.at(i); }
+
     /// The layer count per-tensor parameters see (largest layer index in the plan, plus one).
     [[nodiscard]] int num_layers() const noexcept { return num_layers_; }
 

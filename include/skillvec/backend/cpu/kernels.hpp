@@ -214,15 +214,18 @@ void tiled_map(const E& e, const dtype* in_t, const std::byte* const* in, dtype 
             }
         }
         float* o = out_t == dtype::f32 ? reinterpret_cast<float*>(out) + t0 : obuf;
-        if (simd && !skillvec::detail::scalar_only_v<E>) {
-            const std::byte* pb[L];
-            for (std::size_t k = 0; k < L; ++k) pb[k] = reinterpret_cast<const std::byte*>(p[k]);
-            using f32_leaves = uniform_leaves<dtype::f32>;
-            if (stream && out_t == dtype::f32) simd_map<f32_leaves, dtype::f32, true>(e, pb, reinterpret_cast<std::byte*>(o), 0, n);
-            else simd_map<f32_leaves, dtype::f32, false>(e, pb, reinterpret_cast<std::byte*>(o), 0, n);
-        } else {
-            scalar_map(e, p, o, n, base + t0);
+        bool done = false;
+        if constexpr (!skillvec::detail::scalar_only_v<E>) { // scalar-only nodes have no SIMD eval to instantiate
+            if (simd) {
+                const std::byte* pb[L];
+                for (std::size_t k = 0; k < L; ++k) pb[k] = reinterpret_cast<const std::byte*>(p[k]);
+                using f32_leaves = uniform_leaves<dtype::f32>;
+                if (stream && out_t == dtype::f32) simd_map<f32_leaves, dtype::f32, true>(e, pb, reinterpret_cast<std::byte*>(o), 0, n);
+                else simd_map<f32_leaves, dtype::f32, false>(e, pb, reinterpret_cast<std::byte*>(o), 0, n);
+                done = true;
+            }
         }
+        if (!done) scalar_map(e, p, o, n, base + t0);
         if (out_t != dtype::f32) {
             if (simd) from_f32(out_t, obuf, n, out, t0, stream);
             else scalar_from_f32(out_t, obuf, n, out, t0);
@@ -240,48 +243,48 @@ template <class E>
 void map_range(const E& e, const dtype* in_t, const std::byte* const* in, dtype out_t, std::byte* out,
                std::size_t begin, std::size_t end, bool simd, bool stream, std::uint64_t base = 0) {
     constexpr std::size_t L = E::arity;
-    if constexpr (skillvec::detail::scalar_only_v<E>) {
+    if constexpr (skillvec::detail::scalar_only_v<E>) { // no SIMD eval: convert in tiles, evaluate element by element
         tiled_map(e, in_t, in, out_t, out, begin, end, simd, stream, base);
-        return;
-    }
-    bool uniform = simd && simd_dtype_of(out_t) && simd_dtype_of(in_t[0]);
-    for (std::size_t k = 1; k < L && uniform; ++k) uniform = in_t[k] == in_t[0];
-    if (uniform) {
-        with_simd_dtype(in_t[0], [&](auto in_c) {
-            with_simd_dtype(out_t, [&](auto out_c) {
-                using leaves = uniform_leaves<decltype(in_c)::value>;
-                constexpr dtype O = decltype(out_c)::value;
-                if (stream) simd_map<leaves, O, true>(e, in, out, begin, end);
-                else simd_map<leaves, O, false>(e, in, out, begin, end);
+    } else {
+        bool uniform = simd && simd_dtype_of(out_t) && simd_dtype_of(in_t[0]);
+        for (std::size_t k = 1; k < L && uniform; ++k) uniform = in_t[k] == in_t[0];
+        if (uniform) {
+            with_simd_dtype(in_t[0], [&](auto in_c) {
+                with_simd_dtype(out_t, [&](auto out_c) {
+                    using leaves = uniform_leaves<decltype(in_c)::value>;
+                    constexpr dtype O = decltype(out_c)::value;
+                    if (stream) simd_map<leaves, O, true>(e, in, out, begin, end);
+                    else simd_map<leaves, O, false>(e, in, out, begin, end);
+                });
             });
-        });
-        return;
-    }
-    if constexpr (L <= max_mixed_leaves) {
-        const dtype d = in_t[0];
-        bool mixed = simd && out_t == d && (d == dtype::bf16 || d == dtype::f16);
-        unsigned mask = 0;
-        for (std::size_t k = 1; k < L && mixed; ++k) {
-            mixed = in_t[k] == d || in_t[k] == dtype::f32;
-            if (in_t[k] == dtype::f32) mask |= 1u << k;
-        }
-        if (mixed) {
-            // One instantiation per D in {bf16, f16} and non-zero mask with bit 0 clear (leaf 0 has
-            // the output's dtype; mask 0 is the uniform case).
-            auto run = [&]<dtype D, unsigned Mask>() {
-                if (stream) simd_map<mixed_leaves<D, Mask>, D, true>(e, in, out, begin, end);
-                else simd_map<mixed_leaves<D, Mask>, D, false>(e, in, out, begin, end);
-            };
-            [&]<std::size_t... M>(std::index_sequence<M...>) {
-                (void)((mask == 2 * (M + 1) && (d == dtype::bf16 ? run.template operator()<dtype::bf16, 2 * (M + 1)>()
-                                                                : run.template operator()<dtype::f16, 2 * (M + 1)>(),
-                                                 true)) ||
-                       ...);
-            }(std::make_index_sequence<(std::size_t{1} << (L - 1)) - 1>{});
             return;
         }
+        if constexpr (L <= max_mixed_leaves) {
+            const dtype d = in_t[0];
+            bool mixed = simd && out_t == d && (d == dtype::bf16 || d == dtype::f16);
+            unsigned mask = 0;
+            for (std::size_t k = 1; k < L && mixed; ++k) {
+                mixed = in_t[k] == d || in_t[k] == dtype::f32;
+                if (in_t[k] == dtype::f32) mask |= 1u << k;
+            }
+            if (mixed) {
+                // One instantiation per D in {bf16, f16} and non-zero mask with bit 0 clear (leaf 0 has
+                // the output's dtype; mask 0 is the uniform case).
+                auto run = [&]<dtype D, unsigned Mask>() {
+                    if (stream) simd_map<mixed_leaves<D, Mask>, D, true>(e, in, out, begin, end);
+                    else simd_map<mixed_leaves<D, Mask>, D, false>(e, in, out, begin, end);
+                };
+                [&]<std::size_t... M>(std::index_sequence<M...>) {
+                    (void)((mask == 2 * (M + 1) && (d == dtype::bf16 ? run.template operator()<dtype::bf16, 2 * (M + 1)>()
+                                                                    : run.template operator()<dtype::f16, 2 * (M + 1)>(),
+                                                     true)) ||
+                           ...);
+                }(std::make_index_sequence<(std::size_t{1} << (L - 1)) - 1>{});
+                return;
+            }
+        }
+        tiled_map(e, in_t, in, out_t, out, begin, end, simd, stream, base);
     }
-    tiled_map(e, in_t, in, out_t, out, begin, end, simd, stream, base);
 }
 
 /// Evaluates a whole tensor of n elements, split into contiguous ranges across threads.
