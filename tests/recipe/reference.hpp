@@ -66,8 +66,8 @@ inline std::vector<bool> outlier_mask(const std::vector<float>& tau, float densi
     for (std::size_t i = 0; i < n; ++i) {
         const std::uint32_t k = magnitude_key(tau[i]);
         const bool dropped = n_top > 0 && k >= sorted[n_top - 1];
-        const bool above = n_top + n_keep >= static_cast<std::int64_t>(n) || k >= sorted[n_top + n_keep - 1];
-        m[i] = !dropped && n_keep > 0 && above;
+        const bool in_band = n_keep > 0 && (n_top + n_keep >= static_cast<std::int64_t>(n) || k >= sorted[n_top + n_keep - 1]);
+        m[i] = !dropped && in_band;
     }
     return m;
 }

@@ -721,4 +721,11 @@ TEST_CASE("statistic passes stream in chunks and release what they consumed, lik
     std::vector<double> expect(n);
     for (std::uint64_t i = 0; i < n; ++i) expect[i] = mask[i] ? t[i] : 0.0;
     check_exact(out, "model.layers.0.w", expect);
+    // The main pass's chunks pass their first element's index on: DARE's draws past 2^24 are the
+    // reference's, whole and through a range sink.
+    auto dare = sv::dare({.seed = 9}, sv::task(sv::weights(lx) - sv::weights(lb), {.density = 0.5f}));
+    const auto dared = check_invariant(dare);
+    for (std::uint64_t i = 0; i < n; ++i)
+        expect[i] = ref::dare_u(9, 0, "model.layers.0.w", i) < 0.5 ? static_cast<double>(t[i]) / 0.5 : 0.0;
+    check_exact(dared, "model.layers.0.w", expect);
 }
