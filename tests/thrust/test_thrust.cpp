@@ -389,3 +389,17 @@ TEST_CASE("safetensors -> device -> safetensors equals the CPU's safetensors out
     CHECK(read_file(dir / "device.safetensors") == want);
     CHECK(read_file(dir / "staged.safetensors") == want);
 }
+
+TEST_CASE("per-tensor parameters take each tensor's value on the gpu backend too", "[thrust][parameter]") {
+    auto tgt = test::random_store("t", specs_of(dtype::bf16), 21);
+    auto rl = test::perturbed(tgt, "rl", 22, 0.05f);
+    auto sft = test::perturbed(tgt, "sft", 23, 0.05f);
+    const parameter lam = parameter::rules({{tensor_filter{"attn"}, 0.0f}, {tensor_filter{}, parameter::gradient({0.5f, 2.0f})}});
+    const auto want = materialize(past(weights(tgt), weights(rl), weights(sft), lam));
+    require_same(materialize(past(weights(tgt), weights(rl), weights(sft), lam), gpu), want);
+    // A lambda of 0 somewhere: that tensor is the target's (a stale factor would not be).
+    const auto ev = evaluate(norm(lam * (weights(rl) - weights(sft))), gpu);
+    const auto cv = evaluate(norm(lam * (weights(rl) - weights(sft))));
+    for (std::size_t i = 0; i < cv.tensors.size(); ++i)
+        CHECK(ev.tensors[i].stats.value() == Approx(cv.tensors[i].stats.value()).epsilon(1e-6).margin(1e-12));
+}

@@ -70,11 +70,15 @@ template <class E> gpu_leaves collect_gpu_leaves(const E& e) {
 /// against one runs on the other. Holds staging buffers, so one object must not run on two
 /// threads at once.
 template <expression E> class gpu_prepared_evaluation {
+    static_assert(!skillvec::detail::scalar_only_v<E>,
+                  "merge methods (ties, dare, slerp, ...) run on the CPU backend: evaluate them with skillvec::cpu");
+
 public:
     gpu_prepared_evaluation(const E& expr, const gpu_backend& be, const eval_options& opt) : expr_(expr), be_(be) {
         auto leaves = detail::collect_gpu_leaves(expr_);
         resident_ = std::move(leaves.resident);
         plan_ = detail::make_plan(std::move(leaves.handles), point_expression<E>, opt);
+        num_layers_ = detail::count_layers(plan_);
         if (be_.staging_elements == 0) throw error("gpu_backend: staging_elements must be positive");
     }
 
@@ -141,10 +145,11 @@ public:
             }
             std::array<double, E::accumulators> acc{};
             const std::uint64_t n = e.out.numel();
+            const E expr = prepared_for(e);
             for_each_piece(e, [&](std::uint64_t c0, std::uint64_t c, const std::array<const std::byte*, E::arity>& in) {
-                backend::device::reduce_tensor(expr_, types_of(e).data(), in.data(), c, c0, acc.data());
+                backend::device::reduce_tensor(expr, types_of(e).data(), in.data(), c, c0, acc.data());
             });
-            const stats s = expr_.finish(acc.data(), n);
+            const stats s = expr.finish(acc.data(), n);
             const int layer = layer_of(e.out.name);
             res.tensors.push_back({e.out.name, layer, s});
             auto& le = layers.try_emplace(layer, typename reduction_result<stats>::layer_entry{layer, 0, {}}).first->second;
@@ -205,8 +210,21 @@ private:
         }
     }
 
+    /// A copy of the expression with its per-tensor values set for tensor `e` (per-tensor
+    /// parameters). Only the site is given: merge methods, which read data in their hook, are
+    /// CPU-only (see the static_assert above).
+    E prepared_for(const detail::plan_entry& e) const {
+        E expr = expr_;
+        tensor_context ctx;
+        ctx.site = tensor_site{e.out.name, layer_of(e.out.name), num_layers_};
+        ctx.numel = e.out.numel();
+        detail::prepare_node<0>(expr, ctx);
+        return expr;
+    }
+
     template <class K> void compute(const detail::plan_entry& e, K& sink, evaluation_report& rep) const {
         using KK = std::remove_cvref_t<K>;
+        const E expr = prepared_for(e);
         const std::uint64_t n = e.out.numel(), need = e.out.nbytes();
         const std::uint64_t out_es = bits_of(e.out.type) / 8;
         for (const auto& in : e.inputs) rep.bytes_read += in.bytes.size();
@@ -220,7 +238,7 @@ private:
                     throw error("tensor '" + e.out.name + "': the output buffer overlaps operand " +
                                 detail::operand_name(plan_.leaves, k) + " without coinciding with it");
             for_each_piece(e, [&](std::uint64_t c0, std::uint64_t c, const std::array<const std::byte*, E::arity>& in) {
-                backend::device::map_tensor(expr_, types.data(), in.data(), e.out.type, out.data() + c0 * out_es, c, c0);
+                backend::device::map_tensor(expr, types.data(), in.data(), e.out.type, out.data() + c0 * out_es, c, c0);
             });
         } else {
             // A host sink: each piece is computed into a device buffer and copied back.
@@ -238,7 +256,7 @@ private:
                 e,
                 [&](std::uint64_t c0, std::uint64_t c, const std::array<const std::byte*, E::arity>& in) {
                     staging_out_.reserve(c * out_es);
-                    backend::device::map_tensor(expr_, types.data(), in.data(), e.out.type, staging_out_.data(), c, c0);
+                    backend::device::map_tensor(expr, types.data(), in.data(), e.out.type, staging_out_.data(), c, c0);
                     if constexpr (range_sink<KK>) to_ranges(e, sink, c0 * out_es, staging_out_.data(), c * out_es);
                     else backend::device::copy_to_host(whole.data() + c0 * out_es, staging_out_.data(), c * out_es);
                 },
@@ -306,6 +324,7 @@ private:
     }
 
     E expr_; // a copy: owning leaves keep their stores alive for as long as this object
+    int num_layers_ = 0;
     gpu_backend be_;
     std::vector<bool> resident_;
     detail::plan plan_;
