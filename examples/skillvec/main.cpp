@@ -546,7 +546,10 @@ int main(int argc, char** argv) {
         if (*inspect) return cmd_inspect(inspect_path);
         if (*merge) {
             if (!mc.dry_run) {
-                if (mc.out.empty()) return report_error("merge: give --out DIR (or --dry-run to only print the plan)");
+                if (mc.out.empty()) { // a missing option, as CLI11 reports for the other commands: exit 2
+                    std::fprintf(stderr, "skillvec: error: merge: --out is required (or --dry-run to only print the plan) (see skillvec --help)\n");
+                    return 2;
+                }
                 check_outputs(o, {mc.out});
             }
             mc.quiet = o.quiet;
