@@ -403,3 +403,17 @@ TEST_CASE("per-tensor parameters take each tensor's value on the gpu backend too
     for (std::size_t i = 0; i < cv.tensors.size(); ++i)
         CHECK(ev.tensors[i].stats.value() == Approx(cv.tensors[i].stats.value()).epsilon(1e-6).margin(1e-12));
 }
+
+TEST_CASE("reductions leave out tensors excluded by eval_options::keep, as on the CPU", "[thrust][reduce]") {
+    auto a = test::random_store("a", specs_of(dtype::f32), 31);
+    auto b = test::perturbed(a, "b", 32, 0.05f);
+    eval_options opt;
+    opt.keep = [](std::string_view n) { return n.find("attn") != std::string_view::npos; };
+    const auto g = evaluate(norm(weights(a) - weights(b)), gpu, opt);
+    const auto c = evaluate(norm(weights(a) - weights(b)), opt);
+    CHECK(g.skipped == c.skipped);
+    REQUIRE(g.tensors.size() == c.tensors.size());
+    REQUIRE(g.layers.size() == c.layers.size());
+    for (std::size_t i = 0; i < c.tensors.size(); ++i) CHECK(g.tensors[i].name == c.tensors[i].name);
+    CHECK(g.value() == Approx(c.value()).epsilon(1e-6));
+}

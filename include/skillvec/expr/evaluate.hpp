@@ -74,6 +74,37 @@ template <class Stats> struct reduction_result {
 
 namespace detail {
 
+/// Assembles a reduction's result from per-tensor statistics, in plan order: the per-layer sums
+/// (ascending layer, no_layer last) and the global one. Shared by every backend, so they agree on
+/// which tensors are reduced and how results are grouped.
+template <class Stats> class reduction_builder {
+public:
+    /// Whether a plan entry is reduced: non-float and excluded (eval_options::keep) tensors are not.
+    [[nodiscard]] static bool reduces(const plan_entry& e) noexcept { return e.action == tensor_action::compute; }
+
+    void skip(const std::string& name) { res_.skipped.push_back(name); }
+
+    void add(const std::string& name, const Stats& s) {
+        const int layer = layer_of(name);
+        res_.tensors.push_back({name, layer, s});
+        auto& le = layers_.try_emplace(layer, typename reduction_result<Stats>::layer_entry{layer, 0, {}}).first->second;
+        le.stats += s;
+        ++le.tensors;
+        res_.global += s;
+    }
+
+    [[nodiscard]] reduction_result<Stats> finish() && {
+        for (auto& [idx, le] : layers_)
+            if (idx != no_layer) res_.layers.push_back(le);
+        if (auto it = layers_.find(no_layer); it != layers_.end()) res_.layers.push_back(it->second);
+        return std::move(res_);
+    }
+
+private:
+    reduction_result<Stats> res_;
+    std::map<int, typename reduction_result<Stats>::layer_entry> layers_;
+};
+
 inline bool overlaps(std::span<const std::byte> a, std::span<const std::byte> b) noexcept {
     if (a.empty() || b.empty()) return false;
     const auto a0 = reinterpret_cast<std::uintptr_t>(a.data()), b0 = reinterpret_cast<std::uintptr_t>(b.data());
@@ -361,12 +392,10 @@ public:
     [[nodiscard]] auto run(F&& after_tensor) const
         requires reduction_expression<E> && std::invocable<F&, const tensor_info&, std::uint64_t>
     {
-        using stats = typename E::stats_type;
-        reduction_result<stats> res;
-        std::map<int, typename reduction_result<stats>::layer_entry> layers;
+        detail::reduction_builder<typename E::stats_type> res;
         for (const auto& e : plan_.entries) {
-            if (e.action == tensor_action::skip || e.action == tensor_action::keep) {
-                res.skipped.push_back(e.out.name);
+            if (!res.reduces(e)) {
+                res.skip(e.out.name);
                 after_tensor(e.out, std::uint64_t{0});
                 continue;
             }
@@ -381,22 +410,13 @@ public:
                 backend::cpu::reduce_tensor(expr, g.types.data(), in_c.data(), c, acc.data(), be_);
                 if (c0 + c < n) release_elements(e.out.name, g, c0, c);
             }
-            const stats s = expr.finish(acc.data(), n);
-            const int layer = layer_of(e.out.name);
-            res.tensors.push_back({e.out.name, layer, s});
-            auto& le = layers.try_emplace(layer, typename reduction_result<stats>::layer_entry{layer, 0, {}}).first->second;
-            le.stats += s;
-            ++le.tensors;
-            res.global += s;
+            res.add(e.out.name, expr.finish(acc.data(), n));
             for (const auto& leaf : plan_.leaves) leaf.release(e.out.name);
             std::uint64_t read = 0;
             for (std::size_t k = 0; k < E::arity; ++k) read += n * (bits_of(g.types[k]) / 8);
             after_tensor(e.out, read);
         }
-        for (auto& [idx, le] : layers)
-            if (idx != no_layer) res.layers.push_back(le);
-        if (auto it = layers.find(no_layer); it != layers.end()) res.layers.push_back(it->second);
-        return res;
+        return std::move(res).finish();
     }
 
     /// Elements per chunk of a large tensor: inputs are released chunk by chunk. A multiple of the

@@ -134,12 +134,10 @@ public:
     [[nodiscard]] auto run(F&& after_tensor) const
         requires reduction_expression<E> && std::invocable<F&, const tensor_info&, std::uint64_t>
     {
-        using stats = typename E::stats_type;
-        reduction_result<stats> res;
-        std::map<int, typename reduction_result<stats>::layer_entry> layers;
+        detail::reduction_builder<typename E::stats_type> res;
         for (const auto& e : plan_.entries) {
-            if (e.action == tensor_action::skip) {
-                res.skipped.push_back(e.out.name);
+            if (!res.reduces(e)) {
+                res.skip(e.out.name);
                 after_tensor(e.out, std::uint64_t{0});
                 continue;
             }
@@ -149,22 +147,13 @@ public:
             for_each_piece(e, [&](std::uint64_t c0, std::uint64_t c, const std::array<const std::byte*, E::arity>& in) {
                 backend::device::reduce_tensor(expr, types_of(e).data(), in.data(), c, c0, acc.data());
             });
-            const stats s = expr.finish(acc.data(), n);
-            const int layer = layer_of(e.out.name);
-            res.tensors.push_back({e.out.name, layer, s});
-            auto& le = layers.try_emplace(layer, typename reduction_result<stats>::layer_entry{layer, 0, {}}).first->second;
-            le.stats += s;
-            ++le.tensors;
-            res.global += s;
+            res.add(e.out.name, expr.finish(acc.data(), n));
             for (const auto& leaf : plan_.leaves) leaf.release(e.out.name);
             std::uint64_t read = 0;
             for (const auto& in : e.inputs) read += in.bytes.size();
             after_tensor(e.out, read);
         }
-        for (auto& [idx, le] : layers)
-            if (idx != no_layer) res.layers.push_back(le);
-        if (auto it = layers.find(no_layer); it != layers.end()) res.layers.push_back(it->second);
-        return res;
+        return std::move(res).finish();
     }
 
 private:
