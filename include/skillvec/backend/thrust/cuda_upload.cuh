@@ -39,16 +39,7 @@ template <weight_store S>
 [[nodiscard]] device_store upload_overlapped(const S& src, std::string label = {}, upload_options opt = {}) {
     if (opt.buffers < 2 || opt.staging_bytes == 0) throw error("upload_overlapped: needs 2 or more buffers of 1 byte or more");
     device_store d(label.empty() ? label_of(src, "") : std::move(label));
-    std::vector<tensor_info> infos;
-    std::vector<tensor_view> views;
-    for (auto&& n : src.tensor_names()) {
-        const std::string name{std::string_view(n)};
-        auto v = src.find(name);
-        if (!v) throw error("upload from '" + label_of(src, "store") + "': it lists '" + name + "' but find() does not return it");
-        check_view(*v, "upload from '" + label_of(src, "store") + "', tensor '" + name + "'");
-        infos.push_back({name, v->type, v->dims});
-        views.push_back(*v);
-    }
+    const auto [infos, views] = skillvec::detail::upload_views(src);
     d.allocate(infos);
 
     struct staging {

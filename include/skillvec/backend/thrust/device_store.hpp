@@ -37,9 +37,28 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace skillvec {
+
+namespace detail {
+/// Every tensor of a store about to be uploaded, in its order, each view validated: what both
+/// device_store::upload and cuda::upload_overlapped copy.
+template <weight_store S> std::pair<std::vector<tensor_info>, std::vector<tensor_view>> upload_views(const S& src) {
+    std::vector<tensor_info> infos;
+    std::vector<tensor_view> views;
+    for (auto&& n : src.tensor_names()) {
+        const std::string name{std::string_view(n)};
+        auto v = src.find(name);
+        if (!v) throw error("upload from '" + label_of(src, "store") + "': it lists '" + name + "' but find() does not return it");
+        check_view(*v, "upload from '" + label_of(src, "store") + "', tensor '" + name + "'");
+        infos.push_back({name, v->type, v->dims});
+        views.push_back(*v);
+    }
+    return {std::move(infos), std::move(views)};
+}
+} // namespace detail
 
 /// A sink whose buffers are in device memory: the gpu backend writes there directly.
 template <class K>
@@ -74,16 +93,7 @@ public:
     /// pages do not accumulate.
     template <weight_store S> [[nodiscard]] static device_store upload(const S& src, std::string label = {}) {
         device_store d(label.empty() ? label_of(src, "") : std::move(label));
-        std::vector<tensor_info> infos;
-        std::vector<tensor_view> views;
-        for (auto&& n : src.tensor_names()) {
-            const std::string name{std::string_view(n)};
-            auto v = src.find(name);
-            if (!v) throw error("upload from '" + label_of(src, "store") + "': it lists '" + name + "' but find() does not return it");
-            check_view(*v, "upload from '" + label_of(src, "store") + "', tensor '" + name + "'");
-            infos.push_back({name, v->type, v->dims});
-            views.push_back(*v);
-        }
+        const auto [infos, views] = detail::upload_views(src);
         d.allocate(infos);
         for (std::size_t i = 0; i < infos.size(); ++i) {
             backend::device::copy_to_device(d.device_data(infos[i].name), views[i].bytes.data(), views[i].bytes.size());
