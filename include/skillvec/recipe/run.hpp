@@ -303,9 +303,7 @@ private:
 
     template <class F> void visit_expression(F&& f) const {
         const affine_form& form = *spec_.formula;
-        std::map<std::string, parameter> values;
-        for (const auto& [name, s] : spec_.parameters)
-            if (const parameter* p = std::get_if<parameter>(&s.value)) values.emplace(name, *p);
+        const auto values = number_parameters();
         // The point operand first: it is the binding's reference (tensor order, pass-through, dtype).
         std::vector<std::size_t> order;
         for (std::size_t i = 0; i < form.terms.size(); ++i)
@@ -323,6 +321,14 @@ private:
             if (form.is_point) f(affine_combination<point_space, K>(std::move(leaves), coefficient, spec_.expression));
             else f(affine_combination<vector_space, K>(std::move(leaves), coefficient, spec_.expression));
         });
+    }
+
+    /// The recipe's global number parameters by name (what a formula's coefficients read).
+    [[nodiscard]] std::map<std::string, parameter> number_parameters() const {
+        std::map<std::string, parameter> values;
+        for (const auto& [name, s] : spec_.parameters)
+            if (const parameter* p = std::get_if<parameter>(&s.value)) values.emplace(name, *p);
+        return values;
     }
 
     /// The exclusion rule that matches a tensor, if any.
@@ -363,9 +369,7 @@ private:
                                                          "', so the result is not a model; set normalize: true or make them sum to 1");
         }
         if (spec_.formula) {
-            std::map<std::string, parameter> values;
-            for (const auto& [name, s] : spec_.parameters)
-                if (const parameter* p = std::get_if<parameter>(&s.value)) values.emplace(name, *p);
+            const auto values = number_parameters();
             std::string c;
             for (std::size_t i = 0; i < spec_.formula->terms.size(); ++i)
                 c += (i ? ", " : "") + spec_.formula->terms[i].model + ": " +
