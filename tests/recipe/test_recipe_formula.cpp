@@ -162,37 +162,64 @@ struct generator {
     std::mt19937 rng;
     int pick(int n) { return std::uniform_int_distribution<int>(0, n - 1)(rng); }
 
+    // Each helper draws its operands in named statements: the operands of an overloaded `+` are
+    // unsequenced, and g++ and clang draw them in opposite orders, so inline calls would give each
+    // compiler different formulas.
+    std::string join(std::string a, const char* op, std::string b) { return "(" + a + op + b + ")"; }
+    std::string lerp(std::string a, std::string b, std::string t) {
+        return "lerp(" + a + ", " + b + ", " + t + ")";
+    }
+
     std::string scalar(int depth) {
         static const char* leaves[] = {"lambda", "t", "mu", "0.5", "2", "3.25"};
         if (depth <= 0 || pick(3) == 0) return leaves[pick(6)];
-        switch (pick(4)) {
-        case 0: return "(" + scalar(depth - 1) + " + " + scalar(depth - 1) + ")";
-        case 1: return "(" + scalar(depth - 1) + " - " + scalar(depth - 1) + ")";
-        case 2: return scalar(depth - 1) + " * " + scalar(depth - 1);
-        default: return "-" + scalar(depth - 1);
-        }
+        const int kind = pick(4);
+        if (kind == 3) return "-" + scalar(depth - 1);
+        std::string a = scalar(depth - 1);
+        std::string b = scalar(depth - 1);
+        if (kind == 2) return a + " * " + b;
+        return join(a, kind == 0 ? " + " : " - ", b);
     }
     std::string point(int depth) {
         static const char* leaves[] = {"a", "b", "c", "target", "rl", "sft"};
         if (depth <= 0 || pick(3) == 0) return leaves[pick(6)];
-        switch (pick(4)) {
-        case 0: return "(" + point(depth - 1) + " + " + vector(depth - 1) + ")";
-        case 1: return "(" + vector(depth - 1) + " + " + point(depth - 1) + ")";
-        case 2: return "(" + point(depth - 1) + " - " + vector(depth - 1) + ")";
-        default: return "lerp(" + point(depth - 1) + ", " + point(depth - 1) + ", " + scalar(depth - 1) + ")";
+        const int kind = pick(4);
+        std::string p = point(depth - 1);
+        if (kind == 3) {
+            std::string q = point(depth - 1);
+            return lerp(p, q, scalar(depth - 1));
         }
+        std::string x = vector(depth - 1);
+        if (kind == 0) return join(p, " + ", x);
+        if (kind == 1) return join(x, " + ", p);
+        return join(p, " - ", x);
     }
     std::string vector(int depth) {
-        if (depth <= 0) return "(" + point(0) + " - " + point(0) + ")";
-        switch (pick(7)) {
-        case 0: return "(" + point(depth - 1) + " - " + point(depth - 1) + ")";
-        case 1: return "(" + vector(depth - 1) + " + " + vector(depth - 1) + ")";
-        case 2: return "(" + vector(depth - 1) + " - " + vector(depth - 1) + ")";
-        case 3: return "(" + scalar(depth - 1) + " * " + vector(depth - 1) + ")";
-        case 4: return "(" + vector(depth - 1) + " / (" + scalar(depth - 1) + " + 7))";
-        case 5: return "(-" + vector(depth - 1) + ")";
-        default: return "lerp(" + vector(depth - 1) + ", " + vector(depth - 1) + ", " + scalar(depth - 1) + ")";
+        if (depth <= 0) {
+            std::string p = point(0);
+            return join(p, " - ", point(0));
         }
+        const int kind = pick(7);
+        if (kind == 0) {
+            std::string p = point(depth - 1);
+            return join(p, " - ", point(depth - 1));
+        }
+        if (kind == 3) {
+            std::string s = scalar(depth - 1);
+            return join(s, " * ", vector(depth - 1));
+        }
+        // The divisor s*s + 7 is at least 7: a random formula never divides by zero.
+        if (kind == 4) {
+            std::string x = vector(depth - 1);
+            std::string s = scalar(depth - 1);
+            return join(x, " / ", "((" + s + ") * (" + s + ") + 7)");
+        }
+        std::string x = vector(depth - 1);
+        if (kind == 5) return "(-" + x + ")";
+        std::string y = vector(depth - 1);
+        if (kind == 1) return join(x, " + ", y);
+        if (kind == 2) return join(x, " - ", y);
+        return lerp(x, y, scalar(depth - 1));
     }
 };
 } // namespace
