@@ -6,9 +6,9 @@
 #                          go to past_demo, e.g. --quick)
 #   scripts/dev.sh test    build and run every test: release build (unit, compile-time,
 #                          compile-fail, packaging consumers, 10^8-element accuracy), a clang
-#                          build (unit, compile-time, compile-fail, a 30 s libFuzzer run of the
-#                          safetensors header parser), an ASan+UBSan build of the
-#                          unit tests, and a benchmark smoke run; where a CUDA toolkit is found
+#                          build (unit, recipe, compile-time, compile-fail, a 30 s libFuzzer run
+#                          of the safetensors header parser), an ASan+UBSan build of the
+#                          tests and the command, and a benchmark smoke run; where a CUDA toolkit is found
 #                          (no GPU needed), the release build also runs the Thrust backend's tests
 #                          on the host (OpenMP) and compiles the CUDA translation units with nvcc
 #   scripts/dev.sh bench-gpu   on a CUDA machine: build with -DSKILLVEC_CUDA=ON, run the Thrust
@@ -30,7 +30,7 @@ jobs="${JOBS:-$(nproc)}"
 # Debian 12 packages skillvec builds against; versions are pinned in cmake/skillvecDependencies.cmake.
 packages=(cmake g++ clang make python3 libxtensor-dev libxsimd-dev nlohmann-json3-dev libcli11-dev libyaml-cpp-dev catch2 libbenchmark-dev libclang-rt-14-dev)
 
-log() { printf '\n== %s\n' "$*" >&2; }
+log() { printf '\n== [%s, %d s] %s\n' "$(date +%H:%M:%S)" "$SECONDS" "$*" >&2; }
 
 deps() {
   local missing=()
@@ -96,9 +96,10 @@ test_all() {
   log "release tests"
   (cd "$build" && ctest -j "$jobs" --output-on-failure)
 
-  log "clang build (unit, compile-time and compile-fail tests, libFuzzer on the safetensors header)"
+  log "clang build (unit, recipe, compile-time and compile-fail tests, libFuzzer on the safetensors header)"
   CXX=clang++ configure "$clang_build" -DCMAKE_BUILD_TYPE=Release -DSKILLVEC_LARGE_TESTS=OFF \
-    -DSKILLVEC_CONSUMER_TESTS=OFF -DSKILLVEC_BUILD_BENCHMARKS=OFF -DSKILLVEC_BUILD_EXAMPLES=OFF -DSKILLVEC_FUZZ=ON
+    -DSKILLVEC_CONSUMER_TESTS=OFF -DSKILLVEC_BUILD_BENCHMARKS=OFF -DSKILLVEC_BUILD_EXAMPLES=OFF -DSKILLVEC_FUZZ=ON \
+    -DSKILLVEC_NN_TESTS=OFF
   cmake --build "$clang_build" -j "$jobs"
   (cd "$clang_build" && ctest -j "$jobs" --output-on-failure)
 
