@@ -17,6 +17,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -126,15 +127,16 @@ void bench(benchmark::State& st, const method& m, sv::dtype dt, std::size_t n, u
     working_set& ws = get_ws(dt, n);
     const auto step = m.make(ws, sv::cpu_backend{.threads = threads});
     step(); // warm up
+    const auto t0 = std::chrono::steady_clock::now();
     for (auto _ : st) {
         step();
         benchmark::ClobberMemory();
     }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double elements = static_cast<double>(n) * static_cast<double>(st.iterations());
     const double elem = static_cast<double>(sv::bits_of(dt)) / 8.0;
-    st.SetBytesProcessed(static_cast<std::int64_t>((m.reads + 1) * elem * static_cast<double>(n) * static_cast<double>(st.iterations())));
-    st.counters["ns_per_element"] =
-        benchmark::Counter(static_cast<double>(n) * static_cast<double>(st.iterations()) * 1e-9,
-                           benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+    st.SetBytesProcessed(static_cast<std::int64_t>((m.reads + 1) * elem * elements));
+    st.counters["ns_per_element"] = seconds * 1e9 / elements;
 }
 
 void register_all() {
