@@ -33,6 +33,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -399,6 +400,27 @@ bool natural_less(const std::string& a, const std::string& b) {
     return a.size() - i < b.size() - j;
 }
 
+/// A metadata value for the terminal: continuation lines indented by `indent`, trailing newlines
+/// dropped, and other control characters (an escape sequence in a hostile file) shown as \xNN.
+std::string printable_metadata(std::string_view v, std::size_t indent) {
+    while (!v.empty() && v.back() == '\n') v.remove_suffix(1);
+    std::string out;
+    for (const char c : v) {
+        const auto u = static_cast<unsigned char>(c);
+        if (c == '\n') {
+            out += '\n';
+            out.append(indent, ' ');
+        } else if ((u < 0x20 && c != '\t') || u == 0x7f) {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\x%02x", u);
+            out += buf;
+        } else {
+            out += c;
+        }
+    }
+    return out;
+}
+
 int cmd_inspect(const std::string& path) {
     const auto s = sv::safetensors_store::open(path); // validates
     std::map<std::string, std::pair<std::size_t, std::uint64_t>> by_dtype;
@@ -414,7 +436,10 @@ int cmd_inspect(const std::string& path) {
     for (const auto& [dt, c] : by_dtype)
         std::printf("  %-8s %6zu tensor%s %12s\n", dt.c_str(), c.first, c.first == 1 ? " " : "s",
                     sv::cli::human_bytes(static_cast<double>(c.second)).c_str());
-    for (const auto& [k, v] : s.metadata()) std::printf("  metadata %s = %s\n", k.c_str(), v.c_str());
+    for (const auto& [k, v] : s.metadata()) {
+        const std::string key = printable_metadata(k, 0);
+        std::printf("  metadata %s = %s\n", key.c_str(), printable_metadata(v, 14 + key.size()).c_str());
+    }
     auto names = s.tensor_names();
     std::sort(names.begin(), names.end(), natural_less);
     std::size_t width = 6;

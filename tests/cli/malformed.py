@@ -434,6 +434,24 @@ def group_files(r):
                   rl, sft, target, check_unchanged=False)
     run_bad_input(r, "nonexistent input (rl)", os.path.join(bad, "no-such-model.safetensors"), ["no such file or directory"],
                   "rl", rl, sft, target)
+    # Metadata is shown, not obeyed: a multi-line value continues indented under its key, and a
+    # terminal escape sequence from a hostile file is printed as \x1b, never sent raw.
+    shown = os.path.join(bad, "metadata-shown.safetensors")
+    write(shown, st_bytes([tensor("w", "F32", [2])], {"notes": "line one\nline two\n", "evil": "\x1b[2Jgone\x07"}))
+
+    def metadata_shown(p):
+        out = p.stdout.decode("utf-8", "replace")
+        problems = []
+        if "  metadata notes = line one\n" + " " * 19 + "line two\n" not in out:
+            problems.append("multi-line metadata not indented under its key:\n" + out)
+        if "metadata evil = \\x1b[2Jgone\\x07\n" not in out:
+            problems.append("control characters not escaped:\n" + out)
+        if "\x1b" in out or "\x07" in out:
+            problems.append("a raw control character reached stdout")
+        return problems
+
+    r.run("inspect shows metadata safely (indented lines, escaped control characters)", ["inspect", shown], code=0,
+          inputs=[shown], after=metadata_shown)
     run_bad_input(r, "nonexistent input (inspect)", os.path.join(bad, "no-such-dir"), ["no such file or directory"],
                   "inspect", rl, sft, target)
     empty_dir = os.path.join(bad, "empty-dir")
