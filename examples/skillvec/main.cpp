@@ -400,14 +400,16 @@ bool natural_less(const std::string& a, const std::string& b) {
     return a.size() - i < b.size() - j;
 }
 
-/// A metadata value for the terminal: continuation lines indented by `indent`, trailing newlines
-/// dropped, and other control characters (an escape sequence in a hostile file) shown as \xNN.
-std::string printable_metadata(std::string_view v, std::size_t indent) {
-    while (!v.empty() && v.back() == '\n') v.remove_suffix(1);
+/// Text from a file, for the terminal: control characters (an escape sequence in a hostile file)
+/// shown as \xNN. With an `indent` (a metadata value), newlines are kept and continuation lines
+/// indented by it, and trailing newlines dropped; without one (a tensor name), newlines are escaped.
+std::string printable(std::string_view v, std::size_t indent = std::string::npos) {
+    const bool lines = indent != std::string::npos;
+    while (lines && !v.empty() && v.back() == '\n') v.remove_suffix(1);
     std::string out;
     for (const char c : v) {
         const auto u = static_cast<unsigned char>(c);
-        if (c == '\n') {
+        if (c == '\n' && lines) {
             out += '\n';
             out.append(indent, ' ');
         } else if ((u < 0x20 && c != '\t') || u == 0x7f) {
@@ -437,18 +439,18 @@ int cmd_inspect(const std::string& path) {
         std::printf("  %-8s %6zu tensor%s %12s\n", dt.c_str(), c.first, c.first == 1 ? " " : "s",
                     sv::cli::human_bytes(static_cast<double>(c.second)).c_str());
     for (const auto& [k, v] : s.metadata()) {
-        const std::string key = printable_metadata(k, 0);
-        std::printf("  metadata %s = %s\n", key.c_str(), printable_metadata(v, 14 + key.size()).c_str());
+        const std::string key = printable(k);
+        std::printf("  metadata %s = %s\n", key.c_str(), printable(v, 14 + key.size()).c_str());
     }
     auto names = s.tensor_names();
     std::sort(names.begin(), names.end(), natural_less);
     std::size_t width = 6;
-    for (const auto& n : names) width = std::max(width, n.size());
+    for (const auto& n : names) width = std::max(width, printable(n).size());
     const bool sharded = files.size() > 1;
     std::printf("\n%-*s %-5s %-18s %10s%s\n", static_cast<int>(width), "tensor", "dtype", "shape", "size", sharded ? "  file" : "");
     for (const auto& n : names) {
         const auto v = *s.find(n);
-        std::printf("%-*s %-5s %-18s %10s", static_cast<int>(width), n.c_str(), std::string(sv::name_of(v.type)).c_str(),
+        std::printf("%-*s %-5s %-18s %10s", static_cast<int>(width), printable(n).c_str(), std::string(sv::name_of(v.type)).c_str(),
                     v.dims.to_string().c_str(), sv::cli::human_bytes(static_cast<double>(v.bytes.size())).c_str());
         if (sharded) std::printf("  %s", fs::path(s.file_of(n)).filename().c_str());
         std::printf("\n");

@@ -434,10 +434,11 @@ def group_files(r):
                   rl, sft, target, check_unchanged=False)
     run_bad_input(r, "nonexistent input (rl)", os.path.join(bad, "no-such-model.safetensors"), ["no such file or directory"],
                   "rl", rl, sft, target)
-    # Metadata is shown, not obeyed: a multi-line value continues indented under its key, and a
-    # terminal escape sequence from a hostile file is printed as \x1b, never sent raw.
+    # Metadata and names are shown, not obeyed: a multi-line value continues indented under its key,
+    # and a terminal escape sequence from a hostile file is printed as \x1b, never sent raw.
     shown = os.path.join(bad, "metadata-shown.safetensors")
-    write(shown, st_bytes([tensor("w", "F32", [2])], {"notes": "line one\nline two\n", "evil": "\x1b[2Jgone\x07"}))
+    write(shown, st_bytes([tensor("w", "F32", [2]), tensor("x\x1b[1m\ny", "F32", [1])],
+                          {"notes": "line one\nline two\n", "evil": "\x1b[2Jgone\x07"}))
 
     def metadata_shown(p):
         out = p.stdout.decode("utf-8", "replace")
@@ -446,6 +447,8 @@ def group_files(r):
             problems.append("multi-line metadata not indented under its key:\n" + out)
         if "metadata evil = \\x1b[2Jgone\\x07\n" not in out:
             problems.append("control characters not escaped:\n" + out)
+        if "\nx\\x1b[1m\\x0ay " not in out:
+            problems.append("a tensor name's control characters not escaped:\n" + out)
         if "\x1b" in out or "\x07" in out:
             problems.append("a raw control character reached stdout")
         return problems
