@@ -9,6 +9,7 @@
 //
 // Exit status 0 on success; otherwise 1 with the error on stderr (its first line says what went
 // wrong; a binding error lists every problem on the lines after it), or 2 for bad arguments.
+#include "names.hpp"
 #include "progress.hpp"
 
 #include <skillvec/analysis/heatmap.hpp>
@@ -378,27 +379,6 @@ int cmd_analyze(const options& o, const Backend& be, const std::string& a0, cons
 
 // --- inspect ----------------------------------------------------------------------------------------------
 
-/// "layers.10.x" after "layers.9.x": runs of digits compare as numbers.
-bool natural_less(const std::string& a, const std::string& b) {
-    std::size_t i = 0, j = 0;
-    while (i < a.size() && j < b.size()) {
-        if (std::isdigit(static_cast<unsigned char>(a[i])) && std::isdigit(static_cast<unsigned char>(b[j]))) {
-            std::size_t ie = i, je = j;
-            while (ie < a.size() && std::isdigit(static_cast<unsigned char>(a[ie]))) ++ie;
-            while (je < b.size() && std::isdigit(static_cast<unsigned char>(b[je]))) ++je;
-            const auto x = a.substr(i, ie - i), y = b.substr(j, je - j);
-            const auto xs = x.substr(std::min(x.find_first_not_of('0'), x.size()));
-            const auto ys = y.substr(std::min(y.find_first_not_of('0'), y.size()));
-            if (xs.size() != ys.size()) return xs.size() < ys.size();
-            if (xs != ys) return xs < ys;
-            i = ie, j = je;
-        } else {
-            if (a[i] != b[j]) return a[i] < b[j];
-            ++i, ++j;
-        }
-    }
-    return a.size() - i < b.size() - j;
-}
 
 /// Text from a file, for the terminal: control characters (an escape sequence in a hostile file)
 /// shown as \xNN. With an `indent` (a metadata value), newlines are kept and continuation lines
@@ -443,7 +423,7 @@ int cmd_inspect(const std::string& path) {
         std::printf("  metadata %s = %s\n", key.c_str(), printable(v, 14 + key.size()).c_str());
     }
     auto names = s.tensor_names();
-    std::sort(names.begin(), names.end(), natural_less);
+    std::sort(names.begin(), names.end(), sv::cli::natural_less);
     std::size_t width = 6;
     for (const auto& n : names) width = std::max(width, printable(n).size());
     const bool sharded = files.size() > 1;

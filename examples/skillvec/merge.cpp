@@ -1,5 +1,6 @@
 // skillvec merge: a recipe file, validated, planned per tensor, then one streaming pass.
 #include "merge.hpp"
+#include "names.hpp"
 
 #include "progress.hpp"
 
@@ -8,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -32,9 +34,10 @@ int run_merge_command(const merge_command& c) {
     const cpu_backend be{.threads = c.threads};
     const recipe::merge_job job(std::move(spec), be);
     // Every tensor's parameters are resolved (and the models bound) before anything is written.
-    const auto rows = job.plan();
+    auto rows = job.plan(); // in the point operand's shard order
 
     if (c.dry_run) {
+        std::stable_sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return natural_less(a.tensor, b.tensor); });
         std::size_t width = 6;
         for (const auto& r : rows) width = std::max(width, r.tensor.size());
         std::size_t merged = 0, kept = 0, copied = 0;

@@ -563,6 +563,7 @@ def case_dry_run(env):
             f"parameters:\n  lambda: {pts}\nexclude: [lm_head]\n")
     path = env.recipe("dry", text)
     out = os.path.join(env.work, "out", "dry")
+    os.makedirs(os.path.dirname(out), exist_ok=True)  # with --only, no earlier case made it
     r = env.run("merge", path, "--out", out, "--dry-run")
     check(not os.path.exists(out), "--dry-run created the output")
     check(not [f for f in os.listdir(os.path.dirname(out)) if "skillvec-tmp" in f], "--dry-run left a temporary directory")
@@ -574,6 +575,8 @@ def case_dry_run(env):
     check(f"layers: {LAYERS}" in head, f"plan header: {head}")
     names = env.model("base")
     check(sorted(rows) == sorted(names), "the plan's tensors are not the base's")
+    natural = sorted(rows, key=lambda n: [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", n)])
+    check(list(rows) == natural, f"the plan's rows are not in natural order: {list(rows)}")
     for n, (dt, shape, _) in names.items():
         rshape, rdt, action, params, detail = rows[n]
         check(rshape == "[" + ", ".join(map(str, shape)) + "]", f"plan: {n} shape {rshape} vs {shape}")
