@@ -379,7 +379,6 @@ int cmd_analyze(const options& o, const Backend& be, const std::string& a0, cons
 
 // --- inspect ----------------------------------------------------------------------------------------------
 
-
 /// Text from a file, for the terminal: control characters (an escape sequence in a hostile file)
 /// shown as \xNN. With an `indent` (a metadata value), newlines are kept and continuation lines
 /// indented by it, and trailing newlines dropped; without one (a tensor name), newlines are escaped.
