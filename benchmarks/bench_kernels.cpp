@@ -21,6 +21,8 @@
 #include <skillvec/interop/xtensor.hpp>
 #include <skillvec/skillvec.hpp>
 
+#include "bench_common.hpp"
+
 #include <benchmark/benchmark.h>
 
 #include <xtensor/xnoalias.hpp>
@@ -87,15 +89,6 @@ std::size_t pass_bytes_per_element(const kernel_info& ki, sv::dtype dt) {
 
 // --- working sets ------------------------------------------------------------------------------------
 
-/// Deterministic, non-trivial values in about [-0.02, 0.02] (weights-like), cheap to generate.
-float value(std::uint64_t i, std::uint64_t seed) {
-    std::uint64_t x = (i + 1) * 0x9E3779B97F4A7C15ull ^ (seed * 0xBF58476D1CE4E5B9ull);
-    x ^= x >> 31;
-    x *= 0x94D049BB133111EBull;
-    x ^= x >> 29;
-    return (static_cast<float>(x >> 40) / 16777216.0f - 0.5f) * 0.04f;
-}
-
 struct working_set {
     sv::dtype dt;
     std::size_t n;
@@ -105,26 +98,18 @@ struct working_set {
         std::vector<float> tmp(n);
         std::uint64_t seed = 1;
         for (auto* s : {&a, &b, &c, &out}) {
-            for (std::size_t i = 0; i < n; ++i) tmp[i] = value(i, seed);
+            for (std::size_t i = 0; i < n; ++i) tmp[i] = sv::bench::value(i, seed);
             s->add_converted("w", dt, {n}, tmp);
             ++seed;
         }
-        for (std::size_t i = 0; i < n; ++i) tmp[i] = value(i, 99) * 0.1f;
+        for (std::size_t i = 0; i < n; ++i) tmp[i] = sv::bench::value(i, 99) * 0.1f;
         v.add_converted("w", sv::dtype::f32, {n}, tmp);
         out_f32.add("w", sv::dtype::f32, {n});
     }
     std::byte* ptr(sv::memory_store& s) { return s.at_mutable("w").bytes.data(); }
 };
 
-/// One working set at a time: a new dtype or size frees the previous one.
-working_set& get_ws(sv::dtype dt, std::size_t n) {
-    static std::unique_ptr<working_set> current;
-    if (!current || current->dt != dt || current->n != n) {
-        current.reset();
-        current = std::make_unique<working_set>(dt, n);
-    }
-    return *current;
-}
+working_set& get_ws(sv::dtype dt, std::size_t n) { return sv::bench::working_set_for<working_set>(dt, n); }
 
 unsigned all_threads() { return sv::detail::default_pool().size(); }
 

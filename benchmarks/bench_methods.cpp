@@ -15,6 +15,8 @@
 #include <skillvec/recipe/methods.hpp>
 #include <skillvec/skillvec.hpp>
 
+#include "bench_common.hpp"
+
 #include <benchmark/benchmark.h>
 
 #include <chrono>
@@ -30,15 +32,6 @@ namespace {
 
 bool g_fast = false;
 
-/// Deterministic weight-like values in about [-0.02, 0.02].
-float value(std::uint64_t i, std::uint64_t seed) {
-    std::uint64_t x = (i + 1) * 0x9E3779B97F4A7C15ull ^ (seed * 0xBF58476D1CE4E5B9ull);
-    x ^= x >> 31;
-    x *= 0x94D049BB133111EBull;
-    x ^= x >> 29;
-    return (static_cast<float>(x >> 40) / 16777216.0f - 0.5f) * 0.04f;
-}
-
 /// base, and three models = base + a task vector about a tenth of its size.
 struct working_set {
     sv::dtype dt;
@@ -47,11 +40,11 @@ struct working_set {
 
     working_set(sv::dtype t, std::size_t count) : dt(t), n(count) {
         std::vector<float> b(n), tmp(n);
-        for (std::size_t i = 0; i < n; ++i) b[i] = value(i, 1);
+        for (std::size_t i = 0; i < n; ++i) b[i] = sv::bench::value(i, 1);
         base.add_converted("w", dt, {n}, b);
         std::uint64_t seed = 2;
         for (auto* m : {&m1, &m2, &m3}) {
-            for (std::size_t i = 0; i < n; ++i) tmp[i] = b[i] + 0.1f * value(i, seed);
+            for (std::size_t i = 0; i < n; ++i) tmp[i] = b[i] + 0.1f * sv::bench::value(i, seed);
             m->add_converted("w", dt, {n}, tmp);
             ++seed;
         }
@@ -59,14 +52,7 @@ struct working_set {
     }
 };
 
-working_set& get_ws(sv::dtype dt, std::size_t n) {
-    static std::unique_ptr<working_set> current;
-    if (!current || current->dt != dt || current->n != n) {
-        current.reset();
-        current = std::make_unique<working_set>(dt, n);
-    }
-    return *current;
-}
+working_set& get_ws(sv::dtype dt, std::size_t n) { return sv::bench::working_set_for<working_set>(dt, n); }
 
 /// A method: how many model streams it reads (for bytes_per_second), and its prepared step.
 struct method {
