@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string_view>
+#include <vector>
 
 namespace skillvec::bench {
 
@@ -27,6 +29,17 @@ template <class WS> WS& working_set_for(dtype dt, std::size_t n) {
         current = std::make_unique<WS>(dt, n);
     }
     return *current;
+}
+
+/// argv without the benchmarks' own `--fast` flag (small sizes, short runs), which sets `fast`;
+/// the rest goes to benchmark::Initialize.
+inline std::vector<char*> without_fast_flag(int argc, char** argv, bool& fast) {
+    std::vector<char*> args;
+    for (int i = 0; i < argc; ++i) {
+        if (std::string_view(argv[i]) == "--fast") fast = true;
+        else args.push_back(argv[i]);
+    }
+    return args;
 }
 
 } // namespace skillvec::bench

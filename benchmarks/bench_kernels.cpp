@@ -491,11 +491,7 @@ void register_all() {
 } // namespace
 
 int main(int argc, char** argv) {
-    std::vector<char*> args;
-    for (int i = 0; i < argc; ++i) {
-        if (std::string(argv[i]) == "--fast") g_fast = true;
-        else args.push_back(argv[i]);
-    }
+    std::vector<char*> args = sv::bench::without_fast_flag(argc, argv, g_fast);
     int n = static_cast<int>(args.size());
     benchmark::Initialize(&n, args.data());
     register_all();
